@@ -1,0 +1,33 @@
+# bouncegw: `make run` starts a gateway on embedded defaults, `make test` runs the whole suite.
+# Both create .venv and install pinned dependencies on first use.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@
+
+# Listener 127.0.0.1:10025, admin HTTP 127.0.0.1:8025, SQLite in var/, delivered mail in var/outbox/new/.
+run: $(STAMP)
+	mkdir -p var
+	$(BIN)/bouncegw serve --next-hop maildir:var/outbox --database sqlite:///var/bouncegw.sqlite3 --log-format text
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check gateway storage tests
+	$(BIN)/ruff format --check gateway storage tests
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python -m tests.benchmarks
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

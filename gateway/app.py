@@ -1,0 +1,175 @@
+"""Wiring: settings in, a running gateway out.
+
+``run(settings)`` is what ``bouncegw serve`` calls; tests use :class:`App`
+directly to start a gateway on ephemeral ports inside their own event loop.
+Everything runs on one event loop: the SMTP listener, the admin HTTP server
+(uvicorn), the incident recorder's batching, the next-hop pool pruning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import uvicorn
+
+from gateway.admin import create_admin_app
+from gateway.config import Settings, parse_host_port
+from gateway.handler import RelayHandler
+from gateway.health import NextHopCheck, Readiness, health_router, metrics_router
+from gateway.maildir import MaildirNextHop
+from gateway.pipeline import Pipeline, Step
+from gateway.relay import NextHop, SmtpNextHop
+from gateway.server import Gateway
+from gateway.steps import Detect, Explain, Record, StepCounters
+from storage.db import check_schema
+from storage.recorder import Recorder
+from storage.repository import Repository
+
+log = logging.getLogger(__name__)
+
+#: How often idle next-hop connections are checked against their idle limit.
+PRUNE_INTERVAL = 5.0
+#: How often this process copies its state into the mirroring gauges. In multiprocess mode the
+#: worker that answers a scrape cannot refresh the others: this bounds how stale theirs can be.
+METRICS_REFRESH_INTERVAL = 5.0
+
+
+def build_next_hop(settings: Settings) -> NextHop | MaildirNextHop:
+    maildir = settings.next_hop.maildir
+    if maildir is not None:
+        return MaildirNextHop(maildir)
+    return SmtpNextHop(settings.next_hop, helo_name=settings.listener.hostname)
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """uvicorn on our loop: the gateway owns SIGTERM/SIGINT, not uvicorn."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class App:
+    """A gateway and what it owns: next hop, pipeline, recorder, admin HTTP, background jobs."""
+
+    def __init__(self, settings: Settings, *, extra_steps: Sequence[Step] = ()) -> None:
+        self.settings = settings
+        self.next_hop = build_next_hop(settings)
+        self.counters = StepCounters()
+        self.recorder = Recorder.from_settings(settings)
+        self.pipeline = Pipeline(
+            [
+                Detect(self.counters),
+                Explain(settings, self.recorder, self.counters),
+                Record(settings, self.recorder, self.counters),
+                *extra_steps,
+            ]
+        )
+        self.handler = RelayHandler(
+            self.next_hop, self.pipeline, offer_auth=bool(settings.listener.auth_users)
+        )
+        self.gateway = Gateway(settings.listener, self.handler)
+        self.next_hop_check = NextHopCheck(self.next_hop)
+        self.readiness = Readiness(self.gateway, self.recorder, self.next_hop_check)
+        self.repository: Repository | None = None
+        self.http: _EmbeddedUvicorn | None = None
+        self._http_task: asyncio.Task[None] | None = None
+        self._jobs: list[asyncio.Task[Any]] = []
+
+    async def start(self, sock: socket.socket | None = None) -> None:
+        # An out-of-date schema stops the start here, with the message saying what to run
+        # (the embedded SQLite default creates and upgrades itself).
+        await asyncio.to_thread(check_schema, self.settings.database.url)
+        await self.recorder.start()
+        await self.gateway.start(sock)
+        loop = asyncio.get_running_loop()
+        if isinstance(self.next_hop, SmtpNextHop):
+            self._jobs.append(loop.create_task(self._prune(self.next_hop)))
+        self._jobs.append(loop.create_task(self._refresh_metrics()))
+        await self._start_http()
+        log.info(
+            "listening",
+            extra={
+                "listen": self.settings.listener.listen,
+                "port": self.gateway.port,
+                "http_port": self.http_port,
+                "next_hop": self.settings.next_hop.address,
+            },
+        )
+
+    async def _start_http(self) -> None:
+        self.repository = await asyncio.to_thread(Repository.from_url, self.settings.database.url)
+        token = self.settings.admin.api_token
+        app = create_admin_app(
+            self.repository,
+            api_token=token.get_secret_value() if token else None,
+            routers=[health_router(self.readiness), metrics_router(self.readiness.refresh_gauges)],
+        )
+        host, port = parse_host_port(self.settings.admin.http)
+        config = uvicorn.Config(
+            app, host=host, port=port, log_config=None, access_log=False, lifespan="off", server_header=False
+        )
+        self.http = _EmbeddedUvicorn(config)
+        task = self._http_task = asyncio.get_running_loop().create_task(self.http.serve())
+        while not self.http.started:
+            if task.done():
+                task.result()  # raises what made uvicorn give up (e.g. the port is taken)
+                raise OSError(f"admin HTTP server did not start on {self.settings.admin.http}")
+            await asyncio.sleep(0.01)
+
+    @property
+    def http_port(self) -> int | None:
+        if self.http is None or not self.http.servers:
+            return None
+        port: int = self.http.servers[0].sockets[0].getsockname()[1]
+        return port
+
+    async def _prune(self, hop: SmtpNextHop) -> None:
+        while True:
+            await asyncio.sleep(PRUNE_INTERVAL)
+            hop.prune()
+
+    async def _refresh_metrics(self) -> None:
+        while True:
+            # After a failure an idle gateway probes its next hop, so that bouncegw_next_hop_up
+            # returns to 1 when the hop is back even without traffic. A healthy hop is never
+            # probed from here (only by /readyz when the last good reply is older than its window).
+            if self.next_hop_check.failing():
+                self.next_hop_check.kick()
+            self.readiness.refresh_gauges()
+            await asyncio.sleep(METRICS_REFRESH_INTERVAL)
+
+    async def stop(self) -> None:
+        await self.gateway.stop(self.settings.listener.grace_period)
+        for job in self._jobs:
+            job.cancel()
+        await asyncio.gather(*self._jobs, return_exceptions=True)
+        await self.next_hop_check.close()
+        if self.http is not None and self._http_task is not None:
+            self.http.should_exit = True
+            await self._http_task
+        await self.recorder.stop()
+        await self.next_hop.close()
+        if self.repository is not None:
+            await asyncio.to_thread(self.repository.close)
+
+
+async def run(settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT, then stop gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # Before anything listens: a SIGTERM during start-up still means a graceful stop.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    app = App(settings)
+    await app.start()
+    await stop.wait()
+    log.info("stopping: waiting up to %.0fs for transactions in flight", settings.listener.grace_period)
+    await app.stop()
+    log.info("stopped")

@@ -1,0 +1,42 @@
+"""The command group and the options every sub-command shares."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from gateway.config import ConfigError, Settings, load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="bouncegw")
+def cli() -> None:
+    """bouncegw: an SMTP relay hop that explains "550 5.7.12" bounces and records them."""
+
+
+def config_option(func: F) -> F:
+    """--config FILE (also BOUNCEGW_CONFIG)."""
+    return click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="BOUNCEGW_CONFIG",
+        help="TOML configuration file (environment BOUNCEGW_<SECTION>__<KEY> and flags override it).",
+    )(func)
+
+
+def database_option(func: F) -> F:
+    return click.option("--database", metavar="URL", help="SQLAlchemy database URL.")(func)
+
+
+def settings_from(config_file: Path | None, flags: Mapping[str, Any] | None = None) -> Settings:
+    """Load the settings or exit with the validation message (exit status 2)."""
+    try:
+        return load_settings(config_file, flags=flags)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None

@@ -1,0 +1,49 @@
+"""``bouncegw serve``: run the relay hop."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import click
+
+from gateway.cli.common import cli, config_option, settings_from
+
+
+@cli.command()
+@config_option
+@click.option("--listen", metavar="HOST:PORT", help="SMTP listener address [127.0.0.1:10025].")
+@click.option("--next-hop", metavar="HOST:PORT|maildir:PATH", help="Where mail goes on [127.0.0.1:10026].")
+@click.option("--database", metavar="URL", help="SQLAlchemy database URL [sqlite:///var/bouncegw.sqlite3].")
+@click.option("--http", metavar="HOST:PORT", help="Admin HTTP address [127.0.0.1:8025].")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--log-format", type=click.Choice(["json", "text"]))
+def serve(
+    config_file: Path | None,
+    listen: str | None,
+    next_hop: str | None,
+    database: str | None,
+    http: str | None,
+    log_level: str | None,
+    log_format: str | None,
+) -> None:
+    """Relay mail to the next hop, explaining and recording 5.7.12-family bounces."""
+    from gateway.app import run
+    from gateway.logs import setup_logging
+
+    settings = settings_from(
+        config_file,
+        {
+            "listen": listen,
+            "next_hop": next_hop,
+            "database": database,
+            "http": http,
+            "log_level": log_level,
+            "log_format": log_format,
+        },
+    )
+    setup_logging(settings.log.level, settings.log.format)
+    try:
+        asyncio.run(run(settings))
+    except OSError as exc:
+        raise click.ClickException(f"cannot start: {exc.strerror or exc}") from None

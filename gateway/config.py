@@ -1,0 +1,388 @@
+"""One typed settings object: TOML file < ``BOUNCEGW_*`` environment < command-line flags.
+
+Every key lives in a section (``[listener]``, ``[next_hop]``, ...). The
+environment overrides a key as ``BOUNCEGW_<SECTION>__<KEY>`` (double underscore
+between section and key, as in ``BOUNCEGW_NEXT_HOP__ADDRESS``). Validation runs
+once, at start, and its error names the bad key and where it came from.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import platform
+import re
+import tomllib
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+ENV_PREFIX = "BOUNCEGW_"
+MIB = 1024 * 1024
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key and its source."""
+
+
+def parse_host_port(value: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[v6]:PORT`` for IPv6) and check the port."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port out of range in {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, port
+
+
+def _check_host_port(value: str) -> str:
+    parse_host_port(value)
+    return value
+
+
+HostPort = Annotated[str, AfterValidator(_check_host_port)]
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors: a typo must not be silently ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ListenerSettings(_Section):
+    """The SMTP listener that the upstream MTA talks to."""
+
+    listen: HostPort = "127.0.0.1:10025"
+    #: Name in the greeting and EHLO reply. Given explicitly so no connection
+    #: triggers a blocking reverse lookup.
+    hostname: str = Field(default_factory=platform.node)
+    #: Clients outside these networks get "554 5.7.1" and are disconnected.
+    allowed_networks: list[str] = ["127.0.0.0/8", "::1/128"]
+    max_sessions: int = Field(default=200, ge=1)
+    #: RFC 5321 section 4.5.3.1.8 asks for at least 100.
+    max_recipients: int = Field(default=1000, ge=1)
+    #: Advertised as SIZE; larger messages get "552 5.3.4".
+    max_message_size: int = Field(default=35 * MIB, ge=1024)
+    #: Longest wait for the next command line (RFC 5321 section 4.5.3.2.7 suggests 5 minutes).
+    command_timeout: float = Field(default=300.0, gt=0)
+    #: Longest wait between two chunks of message data.
+    data_idle_timeout: float = Field(default=180.0, gt=0)
+    #: Longest time the whole DATA transfer may take, however steadily it drips.
+    data_timeout: float = Field(default=600.0, gt=0)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: Refuse MAIL until the client has done STARTTLS.
+    require_tls: bool = False
+    #: Inbound AUTH (PLAIN, LOGIN; offered only over TLS): user name -> password.
+    auth_users: dict[str, SecretStr] = {}
+    #: Refuse MAIL from clients that have not authenticated.
+    require_auth: bool = False
+    #: SIGTERM: how long transactions in flight may take to finish.
+    grace_period: float = Field(default=30.0, ge=0)
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for net in value:
+            ipaddress.ip_network(net, strict=False)
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ListenerSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be given together")
+        if self.require_tls and self.tls_cert is None:
+            raise ValueError("require_tls needs tls_cert and tls_key")
+        if self.require_auth and not self.auth_users:
+            raise ValueError("require_auth needs auth_users")
+        if self.auth_users and self.tls_cert is None:
+            raise ValueError("auth_users needs tls_cert and tls_key (AUTH is offered only over TLS)")
+        return self
+
+
+class NextHopSettings(_Section):
+    """Where accepted mail goes: ``HOST:PORT`` over SMTP, or ``maildir:PATH``."""
+
+    address: str = "127.0.0.1:10026"
+    #: none: never STARTTLS; opportunistic: when offered; required: 4xx unless offered.
+    tls: Literal["none", "opportunistic", "required"] = "opportunistic"
+    tls_verify: bool = True
+    tls_ca_file: Path | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    #: Name sent in EHLO to the next hop (defaults to the listener's hostname).
+    helo_name: str | None = None
+    connect_timeout: float = Field(default=15.0, gt=0)
+    #: Per command (MAIL, RCPT, ...). Kept well inside the upstream's own timeouts.
+    command_timeout: float = Field(default=60.0, gt=0)
+    #: Waiting for the reply to the final "." (RFC 5321 section 4.5.3.2.6 allows 10 minutes;
+    #: we answer the upstream well before its own wait ends).
+    data_timeout: float = Field(default=120.0, gt=0)
+    pool_size: int = Field(default=16, ge=0)
+    #: Idle pooled connections are closed after this long: below Postfix's
+    #: smtpd_timeout (300 s) and Exchange's idle limits.
+    pool_idle_timeout: float = Field(default=30.0, ge=0)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if value.startswith("maildir:"):
+            if not value[len("maildir:") :]:
+                raise ValueError("maildir: needs a path")
+            return value
+        parse_host_port(value)
+        return value
+
+    @model_validator(mode="after")
+    def _auth_pair(self) -> NextHopSettings:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password must be given together")
+        return self
+
+    @property
+    def maildir(self) -> Path | None:
+        if self.address.startswith("maildir:"):
+            return Path(self.address[len("maildir:") :])
+        return None
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite:///var/bouncegw.sqlite3"
+
+
+class StorageSettings(_Section):
+    """Incident storage: the outage journal, batching, privacy and retention."""
+
+    #: Append-only, fsynced file that holds incidents while the database is down or slow.
+    journal_path: Path = Path("var/journal/incidents.jsonl")
+    #: When the journal is this full and the database is still down, recording fails and the
+    #: relay answers 4xx (the upstream retries later) instead of losing the incident.
+    journal_max_bytes: int = Field(default=64 * MIB, ge=4096)
+    #: Store the original message's subject (personal data in many jurisdictions).
+    store_subjects: bool = True
+    #: Incidents older than this are purged; None keeps them forever.
+    retention_days: int | None = Field(default=None, ge=1)
+    #: Most incidents written in one transaction (group commit).
+    batch_size: int = Field(default=500, ge=1)
+    #: How long a batch waits for more incidents before it is written (0: write at once).
+    batch_interval: float = Field(default=0.0, ge=0)
+    #: A database write slower than this sends the batch to the journal instead.
+    db_timeout: float = Field(default=5.0, gt=0)
+    #: While the database is unavailable, how often the journal replay is retried.
+    retry_interval: float = Field(default=5.0, gt=0)
+
+
+class AdminSettings(_Section):
+    """The admin HTTP port: metrics, health and the incidents API."""
+
+    http: HostPort = "127.0.0.1:8025"
+    #: Bearer token for /api/v1; without one the API answers on loopback only.
+    api_token: SecretStr | None = None
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "json"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class ExplainSettings(_Section):
+    """The explanation block added to family bounces (``gateway.explain``)."""
+
+    #: Languages of the block, in this order (each needs templates/<lang>/).
+    languages: list[str] = ["en", "ja"]
+    #: Directory searched before the packaged templates (same layout: <lang>/block.txt.j2, ...).
+    template_dir: Path | None = None
+    #: Optional DKIM re-signing after the edit (all three or none).
+    dkim_key_file: Path | None = None
+    dkim_selector: str | None = None
+    dkim_domain: str | None = None
+
+    @field_validator("languages")
+    @classmethod
+    def _languages(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one language is needed")
+        if len(set(value)) != len(value):
+            raise ValueError("a language is listed twice")
+        for lang in value:
+            if not re.fullmatch(r"[a-z]{2,3}(?:-[A-Za-z0-9]{1,8})?", lang):
+                raise ValueError(f"not a language tag: {lang!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _dkim_triple(self) -> ExplainSettings:
+        given = [v is not None for v in (self.dkim_key_file, self.dkim_selector, self.dkim_domain)]
+        if any(given) and not all(given):
+            raise ValueError("dkim_key_file, dkim_selector and dkim_domain must be given together")
+        return self
+
+
+class Settings(_Section):
+    """The whole configuration."""
+
+    #: Names this gateway in incidents and logs when several share a database.
+    instance: str = Field(default_factory=platform.node)
+    listener: ListenerSettings = ListenerSettings()
+    next_hop: NextHopSettings = NextHopSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    admin: AdminSettings = AdminSettings()
+    storage: StorageSettings = StorageSettings()
+    log: LogSettings = LogSettings()
+    explain: ExplainSettings = ExplainSettings()
+
+
+#: Flags of ``bouncegw serve`` and the key each one sets.
+FLAG_KEYS: Mapping[str, tuple[str, str]] = {
+    "listen": ("listener", "listen"),
+    "next_hop": ("next_hop", "address"),
+    "database": ("database", "url"),
+    "http": ("admin", "http"),
+    "log_level": ("log", "level"),
+    "log_format": ("log", "format"),
+}
+
+
+def _sections() -> set[str]:
+    return {
+        name
+        for name, info in Settings.model_fields.items()
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
+    }
+
+
+def _section_fields(section: str) -> dict[str, Any]:
+    model = Settings.model_fields[section].annotation
+    assert isinstance(model, type) and issubclass(model, BaseModel)
+    return dict(model.model_fields)
+
+
+def _env_value(raw: str, annotation: Any) -> Any:
+    """Turn an environment string into what the field expects (lists are comma-separated)."""
+    origin = typing.get_origin(annotation)
+    if origin is list:
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    if origin is dict:
+        # user=password,user2=password2
+        pairs = (item.split("=", 1) for item in raw.split(",") if item.strip())
+        return {k.strip(): v for k, v in pairs}
+    return raw
+
+
+def _from_environment(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Collect BOUNCEGW_* variables; return (values, source of each dotted key)."""
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    sections = _sections()
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in {"BOUNCEGW_CONFIG"}:
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        section, sep, key = rest.partition("__")
+        if not sep:
+            if section in Settings.model_fields and section not in sections:
+                values[section] = raw
+                sources[section] = f"environment variable {name}"
+                continue
+            raise ConfigError(f"{name}: unknown setting (expected {ENV_PREFIX}<SECTION>__<KEY>)")
+        if section not in sections:
+            raise ConfigError(f"{name}: unknown section {section!r}")
+        fields = _section_fields(section)
+        if key not in fields:
+            raise ConfigError(f"{name}: unknown key {section}.{key}")
+        values.setdefault(section, {})[key] = _env_value(raw, fields[key].annotation)
+        sources[f"{section}.{key}"] = f"environment variable {name}"
+    return values, sources
+
+
+def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(
+    config_file: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the effective settings; raise :class:`ConfigError` naming the bad key."""
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    if config_file is not None:
+        try:
+            with config_file.open("rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"cannot read configuration file {config_file}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{config_file}: not valid TOML: {exc}") from None
+    env_values, env_sources = _from_environment(environ)
+    data = _merge(data, env_values)
+    sources.update(env_sources)
+    for flag, value in (flags or {}).items():
+        if value is None:
+            continue
+        section, key = FLAG_KEYS[flag]
+        data.setdefault(section, {})[key] = value
+        sources[f"{section}.{key}"] = "--" + flag.replace("_", "-")
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, sources, config_file)) from None
+
+
+def _describe(exc: ValidationError, sources: Mapping[str, str], config_file: Path | None) -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(p) for p in error["loc"])
+        origin = sources.get(key) or (str(config_file) if config_file else "defaults")
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{key or 'configuration'}: {message} (from {origin})")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def effective_config(settings: Settings) -> dict[str, Any]:
+    """The settings as plain data, secrets masked, ready to print as TOML."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            return "********"
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items() if v is not None}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        if isinstance(value, Path):
+            return str(value)
+        return value
+
+    dumped = settings.model_dump(mode="python")
+    # model_dump turns SecretStr into SecretStr objects, which clean() masks.
+    result: dict[str, Any] = clean(dumped)
+    return result

@@ -1,0 +1,79 @@
+"""Explain a 5.7.12-family bounce to its reader: add a bilingual block, touch nothing else.
+
+The pipeline calls :func:`annotate` with the raw bytes and the parsed,
+classified :class:`~gateway.report.BounceReport`. The block is rendered from
+Jinja2 templates (:mod:`.render`), spliced into each human-readable part at the
+parser's byte offsets (:mod:`.splice`), one ``X-Bouncegw-Explained`` header is
+prepended (:mod:`.headers`), and the result is checked against the original
+(:mod:`.validate`) before it is returned, optionally re-signed with DKIM
+(:mod:`.dkim`). Any problem raises :class:`ExplainError` (or a subclass of
+ValueError/RuntimeError from a step): the caller then relays the original bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from gateway.config import ExplainSettings
+from gateway.explain import dkim, headers, render, splice, validate
+from gateway.report import BounceReport
+
+__all__ = ["AlreadyExplained", "ExplainError", "annotate"]
+
+#: Part types that get the block (RFC 2046 section 4.1, text/html per RFC 2854).
+HUMAN_TYPES = frozenset({"text/plain", "text/html"})
+
+
+class ExplainError(Exception):
+    """The bounce could not be annotated; relay the original."""
+
+
+class AlreadyExplained(ExplainError):
+    """The bounce already carries X-Bouncegw-Explained (never explain twice)."""
+
+
+def annotate(
+    data: bytes,
+    report: BounceReport,
+    *,
+    incident_ids: Sequence[str] | None,
+    now: datetime,
+    settings: ExplainSettings,
+) -> bytes:
+    """Return ``data`` with the explanation block added; raise on any failure.
+
+    ``incident_ids`` is aligned with ``report.family`` (None or empty when
+    nothing was recorded). The output differs from ``data`` only by the
+    prepended header line (plus a DKIM-Signature when re-signing is configured)
+    and inside the human-readable parts listed in ``report.human_parts``.
+    """
+    if report.already_explained or headers.already_explained(data):
+        raise AlreadyExplained("the message already carries X-Bouncegw-Explained")
+    if not report.family:
+        raise ExplainError("no recipient in the family: nothing to explain")
+    parts = [p for p in report.human_parts if p.content_type in HUMAN_TYPES]
+    if not parts:
+        raise ExplainError("the report lists no human-readable part")
+    try:
+        rendered = render.render(report, incident_ids=incident_ids, now=now, settings=settings)
+        edits = [splice.edit_part(data, part, rendered) for part in parts]
+        prefix = headers.header_line(report, incident_ids, splice.line_ending(data))
+        output = prefix + splice.apply(data, edits)
+        validate.check_bytes(data, output, prefix, edits)
+        validate.check_structure(
+            data,
+            output,
+            markers={
+                "text/plain": rendered.text.split("\n", 2)[1],
+                "text/html": 'class="bouncegw-explained"',
+            },
+            edited=len(edits),
+        )
+        if dkim.enabled(settings):
+            output = dkim.resign(output, settings)
+    except ExplainError:
+        raise
+    except Exception as exc:
+        raise ExplainError(f"{type(exc).__name__}: {exc}") from exc
+    return output

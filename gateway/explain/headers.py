@@ -1,0 +1,68 @@
+"""The one root header bouncegw adds: ``X-Bouncegw-Explained``.
+
+Format (one field, prepended above every other header so nothing else moves)::
+
+    X-Bouncegw-Explained: <status>[,<status>...][; incident=<id>[,<id>...]]
+
+``<status>`` lists the distinct enhanced status codes of the explained
+recipients, in report order (``5.7.133`` or ``5.7.133,5.7.134``); a recipient
+whose bounce gave no code counts with its variant's usual code. ``incident=``
+lists the recorded incident ids in the same order as ``BounceReport.family``
+and is left out when nothing was recorded. Long lists are folded after a comma
+(RFC 5322 section 2.2.3), so readers must ignore whitespace around commas.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from gateway.explain.render import status_of
+from gateway.report import BounceReport
+
+HEADER_NAME = "X-Bouncegw-Explained"
+#: RFC 5322 section 2.1.1 recommends lines of at most 78 characters.
+FOLD_AT = 78
+
+_ROOT_FIELD = re.compile(rb"(?:\A|\n)x-bouncegw-explained[ \t]*:", re.IGNORECASE)
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
+
+
+def root_headers(data: bytes) -> bytes:
+    """The root header block (up to the first empty line)."""
+    match = re.search(rb"\r?\n\r?\n", data)
+    return data[: match.start() + 1] if match else data
+
+
+def already_explained(data: bytes) -> bool:
+    """The message's root headers already carry X-Bouncegw-Explained."""
+    return _ROOT_FIELD.search(root_headers(data)) is not None
+
+
+def header_value(report: BounceReport, incident_ids: Sequence[str] | None) -> list[str]:
+    """The value as comma-separated items (each safe: digits, dots, id characters)."""
+    statuses: list[str] = []
+    for recipient in report.family:
+        status = status_of(recipient)
+        if status not in statuses:
+            statuses.append(status)
+    items = [",".join(statuses)]
+    ids = [_ID_UNSAFE.sub("", i)[:64] for i in (incident_ids or []) if i]
+    ids = [i for i in ids if i]
+    if ids:
+        items[0] += "; incident=" + ids[0]
+        items.extend(ids[1:])
+    return items
+
+
+def header_line(report: BounceReport, incident_ids: Sequence[str] | None, newline: bytes) -> bytes:
+    """The whole field, folded after commas when long, ending with ``newline``."""
+    items = header_value(report, incident_ids)
+    lines = [f"{HEADER_NAME}: {items[0]}"]
+    for item in items[1:]:
+        if len(lines[-1]) + 1 + len(item) > FOLD_AT:
+            lines[-1] += ","
+            lines.append(" " + item)
+        else:
+            lines[-1] += "," + item
+    return newline.join(line.encode("ascii") for line in lines) + newline

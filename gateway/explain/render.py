@@ -1,0 +1,218 @@
+"""Render the explanation block (text and HTML) from Jinja2 templates.
+
+Templates ship in the package under ``gateway/templates/<lang>/`` and can be
+overridden file by file from ``[explain] template_dir`` (same layout): the
+loader looks in the override directory first, then in the package.
+
+Every value taken from the bounce is untrusted. It is sanitised here, before
+any template sees it (control characters, CR/LF, bidi overrides and zero-width
+characters removed, length bounded), and HTML templates are autoescaped, so a
+recipient such as ``<script>`` or ``a@b\\r\\nBcc: x`` injects nothing. Values
+are data, never template source, so ``{{ 7*7 }}`` in a subject stays literal.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import textwrap
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.nodes import EvalContext
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import Markup, escape
+
+from gateway.config import ExplainSettings
+from gateway.report import CATEGORY_SENDER_NOT_ALLOWED, BounceReport, RecipientReport
+
+#: Variants the templates know (``content.j2`` of each language has one entry each).
+#: The classifier's variant picks the guidance; an unknown one falls back to the
+#: generic 5.7.12 text, which tells the admin how to find the recipient's kind.
+VARIANTS = ("organization", "group", "mailbox", "public_folder", "mail_user", "legacy")
+SENDER_NOT_ALLOWED = "sender_not_allowed"
+FALLBACK_VARIANT = "organization"
+
+#: Status code shown when the bounce did not give one (text-only bounces), per variant.
+DEFAULT_STATUS: dict[str, str] = {
+    "organization": "5.7.12",
+    "group": "5.7.133",
+    "mailbox": "5.7.134",
+    "public_folder": "5.7.135",
+    "mail_user": "5.7.136",
+    "legacy": "5.7.1",
+    SENDER_NOT_ALLOWED: "5.7.124",
+}
+
+#: Bounds on values from the bounce (an address is at most 254 octets, RFC 5321 section 4.5.3.1.3).
+MAX_ADDRESS = 254
+MAX_TEXT = 300
+
+# Unicode general category Cc/Cf covers C0/C1 controls, bidi embeddings and
+# overrides (U+202A-U+202E, U+2066-U+2069), zero-width characters (U+200B-U+200F),
+# the BOM and soft hyphen; line/paragraph separators are Zl/Zp.
+_STRIP_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"})
+_SPACES = re.compile(r"\s+")
+
+
+def sanitise(value: object, limit: int = MAX_TEXT) -> str:
+    """One line of plain text: controls and invisible formatting removed, whitespace collapsed, bounded."""
+    if value is None:
+        return ""
+    text = str(value)
+    # CR, LF and TAB become spaces first so words they separated stay apart.
+    text = "".join(" " if ch in "\r\n\t\v\f" else ch for ch in text)
+    text = "".join(ch for ch in text if unicodedata.category(ch) not in _STRIP_CATEGORIES)
+    text = _SPACES.sub(" ", text).strip()
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """The block for one bounce: plain text (LF line ends) and an HTML fragment."""
+
+    text: str
+    html: str
+
+
+def variant_of(recipient: RecipientReport) -> str:
+    """Which guidance a family recipient gets."""
+    if recipient.category == CATEGORY_SENDER_NOT_ALLOWED:
+        return SENDER_NOT_ALLOWED
+    if recipient.variant in VARIANTS:
+        return recipient.variant
+    return FALLBACK_VARIANT
+
+
+def status_of(recipient: RecipientReport) -> str:
+    """The recipient's status code (digits and dots only), or its variant's usual code."""
+    status = recipient.status or ""
+    if re.fullmatch(r"[245]\.\d{1,3}\.\d{1,3}", status):
+        return status
+    return DEFAULT_STATUS[variant_of(recipient)]
+
+
+_PLACEHOLDER = re.compile(r"\{(address|sender)\}")
+
+
+@jinja2.pass_eval_context
+def fill(eval_ctx: EvalContext, template: str, **values: str) -> str | Markup:
+    """Put values into ``{address}`` / ``{sender}`` placeholders in one pass.
+
+    One pass, so a value that itself contains ``{sender}`` is not expanded again;
+    in an autoescaped template both the wording and the values are escaped.
+    """
+    pieces = _PLACEHOLDER.split(template)
+    # split() alternates literal wording (even indexes) and placeholder names (odd).
+    filled = [piece if i % 2 == 0 else values.get(piece, "{" + piece + "}") for i, piece in enumerate(pieces)]
+    if eval_ctx.autoescape:
+        return Markup("").join(escape(piece) for piece in filled)
+    return "".join(filled)
+
+
+def wrap(text: str, width: int, first: str = "", rest: str = "") -> str:
+    """Fill a paragraph to ``width`` columns (0: leave it on one line, as for Japanese)."""
+    if not width:
+        return first + text
+    return textwrap.fill(
+        text,
+        width,
+        initial_indent=first,
+        subsequent_indent=rest,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def build_environment(template_dir: Path | None) -> jinja2.Environment:
+    """The sandboxed environment: override directory first, then the packaged templates.
+
+    Cached per directory; Jinja2 still notices edited template files (auto_reload).
+    """
+    loaders: list[jinja2.BaseLoader] = []
+    if template_dir is not None:
+        loaders.append(jinja2.FileSystemLoader(str(template_dir)))
+    loaders.append(jinja2.PackageLoader("gateway", "templates"))
+    env = ImmutableSandboxedEnvironment(
+        loader=jinja2.ChoiceLoader(loaders),
+        # Only the HTML templates escape; text templates are sanitised instead.
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2", "html"), default=False),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+    )
+    env.filters["clean"] = sanitise
+    env.filters["fill"] = fill
+    env.filters["wrap"] = wrap
+    return env
+
+
+def _context(report: BounceReport, incident_ids: Sequence[str] | None, now: datetime) -> dict[str, Any]:
+    family = report.family
+    ids = list(incident_ids or [])
+    recipients = []
+    for index, recipient in enumerate(family):
+        incident = sanitise(ids[index], 64) if index < len(ids) and ids[index] else ""
+        recipients.append(
+            {
+                "address": sanitise(recipient.recipient or recipient.original_recipient or "?", MAX_ADDRESS),
+                "variant": variant_of(recipient),
+                "status": status_of(recipient),
+                "diagnostic": sanitise(recipient.diagnostic),
+                "remote_mta": sanitise(recipient.remote_mta, 120),
+                "incident": incident,
+            }
+        )
+    original = report.original
+    when = now.astimezone(UTC) if now.tzinfo else now.replace(tzinfo=UTC)
+    return {
+        "recipients": recipients,
+        "variants": sorted({r["variant"] for r in recipients}),
+        "only_sender_not_allowed": all(r["variant"] == SENDER_NOT_ALLOWED for r in recipients),
+        "incidents": [r["incident"] for r in recipients if r["incident"]],
+        "time": when.strftime("%Y-%m-%d %H:%M UTC"),
+        "subject": sanitise(original.subject) if original else "",
+        "date": sanitise(original.date, 80) if original else "",
+        "original_sender": sanitise(original.sender, MAX_ADDRESS) if original else "",
+        "reporting_mta": sanitise(report.reporting_mta, 120),
+    }
+
+
+def render(
+    report: BounceReport,
+    *,
+    incident_ids: Sequence[str] | None,
+    now: datetime,
+    settings: ExplainSettings,
+    environment: jinja2.Environment | None = None,
+) -> Rendered:
+    """Render every configured language, in order, into one text block and one HTML block."""
+    if not report.family:
+        raise ValueError("no recipient of the family to explain")
+    env = environment or build_environment(settings.template_dir)
+    context = _context(report, incident_ids, now)
+    texts = [env.get_template(f"{lang}/block.txt.j2").render(context) for lang in settings.languages]
+    # The output of an autoescaped template is already safe HTML: mark it so the frame keeps it.
+    htmls = [
+        Markup(env.get_template(f"{lang}/block.html.j2").render(context))  # noqa: S704
+        for lang in settings.languages
+    ]
+    frame_context = dict(context, blocks=texts)
+    text = env.get_template("frame.txt.j2").render(frame_context)
+    html = env.get_template("frame.html.j2").render(dict(context, blocks=htmls))
+    return Rendered(text=_tidy(text), html=_tidy(html))
+
+
+def _tidy(text: str) -> str:
+    """LF line ends, no trailing spaces (quoted-printable would have to escape them)."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return "\n".join(line.rstrip() for line in lines).strip("\n") + "\n"

@@ -1,0 +1,243 @@
+"""Put the rendered block into one human-readable part, editing only that part's bytes.
+
+The rest of the message is never re-serialised (flanker and the stdlib rewrite
+ancestors' headers, boundaries, preamble and epilogue): the parser recorded
+where each human part sits (:class:`gateway.report.HumanPart`), and this module
+returns a replacement for exactly ``data[headers_start:body_end]``.
+
+Encoding policy (RFC 2045 sections 6 and 2.7-2.8, RFC 5322 section 2.1.1):
+
+* the body is decoded from its Content-Transfer-Encoding and charset, the block
+  is added, and it is encoded again with the same charset when that charset can
+  carry the block (ISO-2022-JP can carry Japanese); otherwise the part becomes
+  UTF-8 and only its Content-Type ``charset`` parameter changes;
+* base64 stays base64 and quoted-printable stays quoted-printable; a 7bit part
+  that now needs 8-bit octets or lines over 998 octets becomes
+  quoted-printable (its Content-Transfer-Encoding header is set accordingly);
+  an 8bit part stays 8bit while its lines fit in 998 octets.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import re
+from dataclasses import dataclass
+
+from gateway.explain.render import Rendered
+from gateway.report import HumanPart
+
+#: RFC 5322 section 2.1.1: a line is at most 998 octets, excluding CRLF.
+MAX_LINE = 998
+#: RFC 2045 section 6.8: encoded base64 lines are at most 76 characters.
+BASE64_LINE = 76
+
+_BODY_TAG = re.compile(r"""<body(?:\s(?:[^>"']|"[^"]*"|'[^']*')*)?>""", re.IGNORECASE)
+_META_CHARSET = re.compile(r"""(<meta\s[^>]*?charset\s*=\s*["']?)([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
+_CHARSET_PARAM = re.compile(rb"""(;\s*charset\s*=\s*)("[^"]*"|[^\s;()"]+)""", re.IGNORECASE)
+_CHARSET_2231 = re.compile(rb";\s*charset\*", re.IGNORECASE)
+_FIELD_NAME = re.compile(rb"([!-9;-~]+)[ \t]*:")
+
+
+class SpliceError(ValueError):
+    """The part cannot be edited safely (unknown encoding or charset, undecodable body, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """Replace ``data[start:end]`` with ``replacement``."""
+
+    start: int
+    end: int
+    replacement: bytes
+    #: What was done, for logs and tests: e.g. ("charset->utf-8", "cte->quoted-printable").
+    changes: tuple[str, ...] = ()
+
+
+def line_ending(raw: bytes) -> bytes:
+    """The line ending the given bytes use (CRLF on the wire, often LF in files)."""
+    lf = raw.find(b"\n")
+    return b"\r\n" if lf > 0 and raw[lf - 1 : lf] == b"\r" else b"\n"
+
+
+def _decode_transfer(body: bytes, cte: str) -> bytes:
+    if cte == "base64":
+        try:
+            # Strict alphabet once line breaks are gone: junk means the part is not what it claims.
+            return base64.b64decode(b"".join(body.split()), validate=True)
+        except binascii.Error as exc:
+            raise SpliceError(f"base64 body does not decode: {exc}") from None
+    if cte == "quoted-printable":
+        return binascii.a2b_qp(body)
+    if cte in ("7bit", "8bit", "binary", ""):
+        return body
+    raise SpliceError(f"unknown Content-Transfer-Encoding {cte!r}")
+
+
+def _codec(charset: str) -> str:
+    try:
+        return codecs.lookup(charset).name
+    except LookupError:
+        raise SpliceError(f"unknown charset {charset!r}") from None
+
+
+def _insert(text: str, part: HumanPart, rendered: Rendered, newline: str, *, utf8: bool = False) -> str:
+    if part.content_type == "text/html":
+        if utf8:
+            # The part becomes UTF-8: a <meta> naming the old charset would contradict it.
+            text = _META_CHARSET.sub(lambda m: m.group(1) + "utf-8", text)
+        block = rendered.html.replace("\n", newline)
+        match = _BODY_TAG.search(text)
+        # No <body> tag (a fragment): the block goes first.
+        at = match.end() if match else 0
+        return text[:at] + newline + block + text[at:]
+    block = rendered.text.replace("\n", newline)
+    return block + newline + text
+
+
+def _longest_line(raw: bytes) -> int:
+    return max((len(line.rstrip(b"\r")) for line in raw.split(b"\n")), default=0)
+
+
+def _base64(raw: bytes, newline: bytes) -> bytes:
+    encoded = base64.b64encode(raw)
+    return newline.join(encoded[i : i + BASE64_LINE] for i in range(0, len(encoded), BASE64_LINE))
+
+
+def _quoted_printable(raw: bytes, newline: bytes) -> bytes:
+    # b2a_qp keeps hard line breaks as found (CRLF when the text uses CRLF) and
+    # adds soft breaks so no encoded line exceeds 76 characters (RFC 2045 6.7).
+    encoded = binascii.b2a_qp(raw, quotetabs=False, istext=True, header=False)
+    if newline == b"\r\n" and b"\r\n" not in encoded:
+        encoded = encoded.replace(b"\n", b"\r\n")
+    return encoded
+
+
+def _fields(block: bytes) -> tuple[list[bytes], bytes]:
+    """Split a part's header block into fields (with folded lines) and the blank line after them."""
+    lines = re.findall(rb"[^\n]*\n|[^\n]+$", block)
+    fields: list[bytes] = []
+    index = 0
+    while index < len(lines) and lines[index].strip(b"\r\n"):
+        line = lines[index]
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += line
+        else:
+            fields.append(line)
+        index += 1
+    return fields, b"".join(lines[index:])
+
+
+def _name(field: bytes) -> bytes:
+    match = _FIELD_NAME.match(field)
+    return match.group(1).lower() if match else b""
+
+
+def _with_charset(field: bytes, charset: bytes) -> bytes:
+    if _CHARSET_2231.search(field):
+        raise SpliceError("RFC 2231 charset parameter: not edited")
+    if _CHARSET_PARAM.search(field):
+        return _CHARSET_PARAM.sub(lambda m: m.group(1) + charset, field, count=1)
+    value = field.rstrip(b"\r\n")
+    ending = field[len(value) :]
+    value = value.rstrip()
+    separator = b" " if value.endswith(b";") else b"; "
+    return value + separator + b"charset=" + charset + ending
+
+
+def _edit_headers(
+    block: bytes, part: HumanPart, *, charset: bytes | None, cte: bytes | None, newline: bytes
+) -> bytes:
+    """Set the charset parameter and/or the transfer encoding; every other byte stays."""
+    fields, tail = _fields(block)
+    names = [_name(f) for f in fields]
+    if charset is not None:
+        if b"content-type" in names:
+            i = names.index(b"content-type")
+            fields[i] = _with_charset(fields[i], charset)
+        else:
+            # RFC 2045 section 5.2: no Content-Type means text/plain; us-ascii.
+            ct = part.content_type.encode("ascii")
+            fields.append(b"Content-Type: " + ct + b"; charset=" + charset + newline)
+            names.append(b"content-type")
+    if cte is not None:
+        line = b"Content-Transfer-Encoding: " + cte + newline
+        if b"content-transfer-encoding" in names:
+            fields[names.index(b"content-transfer-encoding")] = line
+        else:
+            fields.append(line)
+            names.append(b"content-transfer-encoding")
+    if part.headers_start == 0 and b"mime-version" not in names and (charset or cte):
+        # A bounce that is not MIME at all: its root headers are the part's headers,
+        # and the new charset / encoding only mean something under MIME-Version.
+        fields.append(b"MIME-Version: 1.0" + newline)
+    if not tail:
+        tail = newline
+    return b"".join(fields) + tail
+
+
+def edit_part(data: bytes, part: HumanPart, rendered: Rendered) -> Edit:
+    """The replacement for one human part: block added, encodings kept valid."""
+    if not 0 <= part.headers_start <= part.body_start <= part.body_end <= len(data):
+        raise SpliceError(f"offsets out of order or out of range: {part}")
+    if part.content_type not in ("text/plain", "text/html"):
+        raise SpliceError(f"not a human-readable type: {part.content_type}")
+    header_block = data[part.headers_start : part.body_start]
+    body = data[part.body_start : part.body_end]
+    newline = line_ending(header_block or data)
+    cte = (part.transfer_encoding or "7bit").lower()
+    codec = _codec(part.charset or "us-ascii")
+    decoded = _decode_transfer(body, cte)
+    try:
+        text = decoded.decode(codec)
+    except UnicodeDecodeError as exc:
+        raise SpliceError(f"body is not valid {codec}: {exc.reason}") from None
+    text_newline = "\r\n" if "\r\n" in text else ("\n" if "\n" in text else newline.decode())
+    new_text = _insert(text, part, rendered, text_newline)
+
+    changes: list[str] = []
+    new_charset: bytes | None = None
+    try:
+        raw = new_text.encode(codec)
+    except UnicodeEncodeError:
+        # The part's charset cannot carry the block (us-ascii, iso-8859-x and Japanese).
+        raw = _insert(text, part, rendered, text_newline, utf8=True).encode("utf-8")
+        new_charset = b"utf-8"
+        changes.append("charset->utf-8")
+
+    new_cte: bytes | None = None
+    if cte == "base64":
+        trailing = body[len(body.rstrip(b"\r\n")) :]
+        new_body = _base64(raw, newline) + trailing
+    elif cte == "quoted-printable":
+        new_body = _quoted_printable(raw, newline)
+    elif cte == "binary":
+        new_body = raw
+    else:
+        eight_bit_ok = cte == "8bit"
+        if (eight_bit_ok or raw.isascii()) and _longest_line(raw) <= MAX_LINE:
+            new_body = raw
+        else:
+            new_body = _quoted_printable(raw, newline)
+            new_cte = b"quoted-printable"
+            changes.append(f"cte:{cte or '7bit'}->quoted-printable")
+
+    headers = header_block
+    if new_charset is not None or new_cte is not None:
+        headers = _edit_headers(header_block, part, charset=new_charset, cte=new_cte, newline=newline)
+    return Edit(part.headers_start, part.body_end, headers + new_body, tuple(changes))
+
+
+def apply(data: bytes, edits: list[Edit]) -> bytes:
+    """Splice non-overlapping edits into the original bytes."""
+    out: list[bytes] = []
+    position = 0
+    for edit in sorted(edits, key=lambda e: e.start):
+        if edit.start < position:
+            raise SpliceError("human parts overlap")
+        out.append(data[position : edit.start])
+        out.append(edit.replacement)
+        position = edit.end
+    out.append(data[position:])
+    return b"".join(out)

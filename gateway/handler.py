@@ -1,0 +1,181 @@
+"""aiosmtpd handler hooks: each one mirrors one upstream command on the next hop.
+
+- MAIL opens the downstream transaction; its reply is the next hop's.
+- RCPT is proxied one to one; its reply is the next hop's.
+- DATA runs the processing step, relays the result, and answers with the next
+  hop's reply to the final dot, so the upstream hears 250 only after the next
+  hop said 250 (architecture invariant 1).
+- Anything unexpected becomes ``451 4.3.0`` with no internals in the text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from ulid import ULID
+
+from gateway import metrics, replies
+from gateway.pipeline import Deferred, Pipeline, Processed
+from gateway.relay import NextHop, NextHopError, Reply
+from gateway.server import RelayEnvelope, RelaySession
+from gateway.transaction import MessageContext
+
+log = logging.getLogger(__name__)
+txlog = logging.getLogger("bouncegw.transaction")
+
+#: Extensions added to aiosmtpd's EHLO reply (it already offers SIZE, 8BITMIME,
+#: SMTPUTF8, STARTTLS and AUTH). Pipelined input is processed in order.
+EXTRA_EXTENSIONS = ("PIPELINING", "ENHANCEDSTATUSCODES", "DSN")
+
+
+class RelayHandler:
+    def __init__(self, next_hop: NextHop, pipeline: Pipeline, *, offer_auth: bool) -> None:
+        self.next_hop = next_hop
+        self.pipeline = pipeline
+        self.offer_auth = offer_auth
+        #: Per outcome ("relayed", "rejected", "deferred", "failed"): read by metrics.
+        self.outcomes: dict[str, int] = {}
+
+    async def handle_EHLO(
+        self, server: Any, session: RelaySession, envelope: RelayEnvelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        keep = [r for r in responses[1:-1] if self.offer_auth or not r.startswith("250-AUTH")]
+        extras = [f"250-{ext}" for ext in EXTRA_EXTENSIONS]
+        return [responses[0], *extras, *keep, responses[-1]]
+
+    async def handle_MAIL(
+        self,
+        server: Any,
+        session: RelaySession,
+        envelope: RelayEnvelope,
+        address: str,
+        parameters: list[str],
+        utf8: bool,
+    ) -> str:
+        try:
+            reply, transaction = await self.next_hop.begin(address, parameters, utf8=utf8)
+        except NextHopError as exc:
+            log.warning("%r next hop: %s", session.peer, exc)
+            return exc.reply.render()
+        session.transaction = transaction
+        return reply.render()
+
+    async def handle_RCPT(
+        self, server: Any, session: RelaySession, envelope: RelayEnvelope, address: str, parameters: list[str]
+    ) -> str:
+        transaction = session.transaction
+        if transaction is None:
+            # The downstream transaction was lost (next hop closed it): say so, transiently.
+            return replies.NEXT_HOP_CONNECTION_LOST
+        try:
+            reply = await transaction.rcpt(address, parameters)
+        except NextHopError as exc:
+            log.warning("%r next hop: %s", session.peer, exc)
+            session.transaction = None
+            return exc.reply.render()
+        return reply.render()
+
+    async def handle_DATA(self, server: Any, session: RelaySession, envelope: RelayEnvelope) -> str:
+        started = time.perf_counter()
+        data = envelope.original_content
+        assert data is not None and envelope.mail_from is not None  # set by RelaySMTP.smtp_DATA / smtp_MAIL
+        ctx = MessageContext(
+            transaction_id=str(ULID()),
+            mail_from=envelope.mail_from,
+            rcpt_tos=tuple(envelope.rcpt_tos),
+            client_address=session.peer[0] if isinstance(session.peer, tuple) else None,
+            helo=session.host_name,
+            received_at=datetime.now(UTC),
+            size=len(data),
+            mail_options=tuple(envelope.mail_options),
+        )
+        transaction = session.transaction
+        if transaction is None:
+            return self._log(ctx, None, Reply.parse(replies.NEXT_HOP_CONNECTION_LOST), "deferred", started)
+        try:
+            with metrics.PROCESSING_DURATION.time():
+                message = await self.pipeline.before_relay(ctx, data)
+        except Deferred as exc:
+            log.warning("transaction %s deferred by the processing step", ctx.transaction_id)
+            await transaction.abort()
+            return self._log(ctx, None, Reply.parse(exc.reply), "deferred", started)
+        except Exception:
+            log.exception("processing step failed; transaction %s deferred", ctx.transaction_id)
+            await transaction.abort()
+            return self._log(ctx, None, Reply.parse(replies.PROCESSING_FAILED), "failed", started)
+        # The relay must run to its end even if the upstream disconnects meanwhile:
+        # a downstream transaction cut mid-DATA is the surest way to a duplicate.
+        relay = asyncio.ensure_future(self._relay(ctx, message, transaction))
+        server.gateway.spawn(_wait(relay))
+        reply = await asyncio.shield(relay)
+        outcome = "relayed" if reply.positive else "deferred" if reply.transient else "rejected"
+        return self._log(ctx, message, reply, outcome, started)
+
+    async def _relay(self, ctx: MessageContext, message: Processed, transaction: Any) -> Reply:
+        try:
+            with metrics.RELAY_DURATION.time():
+                reply: Reply = await transaction.data(message.data)
+        except NextHopError as exc:
+            log.warning("transaction %s: next hop: %s", ctx.transaction_id, exc)
+            reply = exc.reply
+        if reply.positive:
+            metrics.BYTES.labels("relayed").inc(len(message.data))
+        try:
+            await self.pipeline.after_relay(ctx, message, reply)
+        except Exception:
+            log.exception("after-relay step failed for transaction %s", ctx.transaction_id)
+            if reply.positive:
+                # The next hop has the message; a 4xx now would make the upstream send
+                # it again (a duplicate). What failed is logged and counted.
+                return reply
+            raise
+        return reply
+
+    def _log(
+        self, ctx: MessageContext, message: Processed | None, reply: Reply, outcome: str, started: float
+    ) -> str:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        duration = time.perf_counter() - started
+        metrics.MESSAGES.labels(outcome).inc()
+        metrics.BYTES.labels("received").inc(ctx.size)
+        metrics.TRANSACTION_DURATION.observe(duration)
+        report = message.report if message else None
+        # Envelope and outcome only: never a header value beyond the bounce's
+        # Message-ID, never a body.
+        txlog.info(
+            "transaction",
+            extra={
+                "tx": ctx.transaction_id,
+                "client": ctx.client_address,
+                "helo": ctx.helo,
+                "sender": ctx.mail_from,
+                "recipients": len(ctx.rcpt_tos),
+                "size": ctx.size,
+                "outcome": outcome,
+                "reply": reply.render().split("\r\n")[-1][:200],
+                "bounce": report.format if report else None,
+                "bounce_id": report.message_id if report else None,
+                "incidents": list(message.incident_ids) if message else [],
+                "duration_ms": round(duration * 1000, 2),
+                **(message.notes if message else {}),
+            },
+        )
+        return reply.render()
+
+    async def handle_exception(self, error: Exception) -> str:
+        # aiosmtpd's default is "500 Error: (ExcType) text": permanent and leaking internals.
+        log.error("unexpected error in SMTP session", exc_info=error)
+        return replies.PROCESSING_FAILED
+
+
+async def _wait(task: asyncio.Future[Any]) -> None:
+    """Keep a shielded relay referenced until it ends (the gateway waits for it at shutdown)."""
+    try:
+        await task
+    except Exception:  # already reported to whoever awaited it
+        return

@@ -1,0 +1,159 @@
+"""``/healthz``, ``/readyz`` and ``/metrics`` on the admin HTTP port.
+
+- ``/healthz``: the process is alive and its event loop answers. No I/O.
+- ``/readyz``: the gateway should be sent mail: the SMTP listener is bound and
+  serving, incidents can be made durable (database writable, or the outage
+  journal has room), and the next hop answered recently. Answers from state
+  already in memory; the only dependency it may touch, the next hop, is probed
+  in the background and waited for at most :data:`PROBE_WAIT` seconds, so a
+  slow or black-holed next hop never slows the endpoint down (load balancers
+  and kubelets time out probes, and a slow readiness answer reads as "down").
+- ``/metrics``: the Prometheus text exposition (``gateway.metrics``), with the
+  state gauges refreshed first.
+
+None of them needs the API token: probes and scrapers carry no credentials,
+and nothing here reveals an address or a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+
+from gateway import metrics
+from gateway.maildir import MaildirNextHop
+from gateway.relay import NextHop, SmtpNextHop
+from gateway.server import Gateway
+from storage.recorder import Recorder
+
+#: The next hop counts as reachable this long after its last good reply (traffic or probe).
+NEXT_HOP_WINDOW = 60.0
+#: How long /readyz waits for a probe it started: a healthy hop answers NOOP well within it.
+PROBE_WAIT = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    ok: bool
+    detail: str
+
+
+class NextHopCheck:
+    """ "Reachable recently": a good reply within the window, else a background NOOP probe."""
+
+    def __init__(self, hop: NextHop | MaildirNextHop, window: float = NEXT_HOP_WINDOW) -> None:
+        self.hop = hop
+        self.window = window
+        self._probe: asyncio.Task[bool] | None = None
+
+    def reachable(self) -> bool:
+        if not isinstance(self.hop, SmtpNextHop):
+            return True  # a maildir: local delivery, nothing to reach
+        last = self.hop.last_success
+        return last is not None and time.monotonic() - last < self.window
+
+    def failing(self) -> bool:
+        """The latest contact with the next hop failed (no contact yet: not failing)."""
+        if not isinstance(self.hop, SmtpNextHop) or self.hop.last_failure is None:
+            return False
+        return self.hop.last_success is None or self.hop.last_failure > self.hop.last_success
+
+    def kick(self) -> asyncio.Task[bool] | None:
+        """Start a probe unless one runs or none is needed; return the running probe."""
+        if self.reachable() or not isinstance(self.hop, SmtpNextHop):
+            return None
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.get_running_loop().create_task(self.hop.probe())
+        return self._probe
+
+    async def check(self) -> Check:
+        probe = self.kick()
+        if probe is not None:
+            # shield: the request may be cancelled, the probe goes on and its result is cached
+            await asyncio.wait({asyncio.shield(probe)}, timeout=PROBE_WAIT)
+        if self.reachable():
+            return Check(True, f"answered within the last {self.window:.0f}s")
+        return Check(False, f"no good reply from the next hop within {self.window:.0f}s")
+
+    async def close(self) -> None:
+        if self._probe is not None and not self._probe.done():
+            self._probe.cancel()
+            await asyncio.gather(self._probe, return_exceptions=True)
+
+
+class Readiness:
+    """The checks behind /readyz, over the parts of a running :class:`gateway.app.App`."""
+
+    def __init__(self, gateway: Gateway, recorder: Recorder, next_hop: NextHopCheck) -> None:
+        self.gateway = gateway
+        self.recorder = recorder
+        self.next_hop = next_hop
+
+    def listener(self) -> Check:
+        server = self.gateway.server
+        if server is not None and server.is_serving():
+            return Check(True, f"serving on port {self.gateway.port}")
+        return Check(False, "SMTP listener not bound (starting or shutting down)")
+
+    def storage(self) -> Check:
+        if self.recorder.db_available:
+            return Check(True, "database writable")
+        if self.recorder.can_accept():
+            return Check(True, "database unavailable; journaling")
+        return Check(False, "database unavailable and the journal is full")
+
+    async def checks(self) -> dict[str, Check]:
+        next_hop = await self.next_hop.check()
+        return {"listener": self.listener(), "storage": self.storage(), "next_hop": next_hop}
+
+    def refresh_gauges(self) -> None:
+        """Copy state into the gauges that mirror it (called at scrape time and periodically)."""
+        metrics.DB_AVAILABLE.set(1 if self.recorder.db_available else 0)
+        metrics.JOURNAL_BACKLOG.set(self.recorder.journal_backlog)
+        metrics.JOURNAL_BYTES.set(self.recorder.journal_bytes)
+        metrics.JOURNAL_CAPACITY.set(self.recorder.journal_max_bytes)
+        metrics.NEXT_HOP_UP.set(0 if self.next_hop.failing() else 1)
+
+
+def health_router(readiness: Readiness) -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz", summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @router.get(
+        "/readyz",
+        summary="Readiness: listener bound, incidents storable, next hop reachable",
+        responses={503: {"description": "At least one check failed; see `failed`"}},
+    )
+    async def readyz() -> JSONResponse:
+        checks = await readiness.checks()
+        failed = [name for name, check in checks.items() if not check.ok]
+        body: dict[str, Any] = {
+            "status": "not ready" if failed else "ready",
+            "failed": failed,
+            "checks": {name: {"ok": c.ok, "detail": c.detail} for name, c in checks.items()},
+        }
+        return JSONResponse(body, status_code=503 if failed else 200)
+
+    return router
+
+
+def metrics_router(refresh: Callable[[], None]) -> APIRouter:
+    router = APIRouter(tags=["metrics"])
+
+    @router.get("/metrics", summary="Prometheus text exposition", response_class=Response)
+    async def scrape() -> Response:
+        refresh()
+        # In multiprocess mode this reads every worker's files: off the event loop (invariant 4).
+        body = await asyncio.to_thread(metrics.exposition)
+        return Response(body, media_type=metrics.CONTENT_TYPE)
+
+    return router

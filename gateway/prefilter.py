@@ -1,0 +1,153 @@
+"""A cheap "could this be a family bounce?" check, run before any MIME parsing.
+
+Ordinary mail must cost microseconds: only the root header block is looked at
+for bounce signs, and the body is searched by one bytes regex for the family's
+codes and Exchange resolver tokens. The check is conservative: when in doubt
+(a bounce-like message whose body is base64, so the code cannot be seen) it
+answers True and lets the parser decide.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+#: Root header signs of a bounce (RFC 3464 report, RFC 3834 Auto-Submitted, null
+#: Return-Path per RFC 5321 §4.5.5, daemon senders, Exchange/Exim markers, subjects).
+_HEADER_SIGN_RE: Final = re.compile(
+    rb"^(?:return-path:[ \t]*<>|content-type:[ \t]*multipart/report"
+    rb"|auto-submitted:[ \t]*auto-(?:replied|generated)"
+    rb"|x-failed-recipients:|x-ms-exchange-message-is-ndr:"
+    rb"|(?:from|sender):[^\r\n]*(?:mailer-daemon|postmaster|mail delivery)"
+    rb"|subject:[^\r\n]*(?:undeliver|delivery status notification|delivery (?:has )?fail|failure notice"
+    rb"|returned mail|non-?delivery|could not be delivered|mail delivery))",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+#: The family's whole codes (5.7.12, 5.7.13, 5.7.124, 5.7.133-5.7.136) or an Exchange
+#: resolver token. A quoted-printable soft line break ("=" + CRLF, RFC 2045 §6.7) may
+#: split any of them, so an optional soft break is allowed between every character.
+_SB: Final = rb"(?:=\r?\n)?"
+_BODY_RE: Final = re.compile(
+    rb"(?<![\d.])5"
+    + _SB
+    + rb"\."
+    + _SB
+    + rb"7"
+    + _SB
+    + rb"\."
+    + _SB
+    + rb"1"
+    + _SB
+    + rb"(?:2"
+    + _SB
+    + rb"4?|3"
+    + _SB
+    + rb"[3-6]?)(?!"
+    + _SB
+    + rb"\d)"
+    + rb"|R"
+    + _SB
+    + rb"E"
+    + _SB
+    + rb"S"
+    + _SB
+    + rb"O"
+    + _SB
+    + rb"L"
+    + _SB
+    + rb"V"
+    + _SB
+    + rb"E"
+    + _SB
+    + rb"R"
+    + _SB
+    + rb"\."
+    + _SB
+    + rb"R"
+    + _SB
+    + rb"S"
+    + _SB
+    + rb"T",
+    re.IGNORECASE,
+)
+
+#: A base64 body part (the code may hide inside it).
+_BASE64_RE: Final = re.compile(rb"content-transfer-encoding:[ \t]*base64", re.IGNORECASE)
+
+
+#: Every header sign above contains one of these (lower-cased) words.
+_HEADER_WORDS: Final = (
+    b"<>",
+    b"multipart/report",
+    b"auto-submitted",
+    b"x-failed-recipients",
+    b"x-ms-exchange-message-is-ndr",
+    b"daemon",
+    b"postmaster",
+    b"delivery",
+    b"undeliver",
+    b"failure",
+    b"returned mail",
+    b"=?",
+)
+
+#: An RFC 2047 encoded Subject (Japanese NDR subjects come this way).
+_ENCODED_SUBJECT_RE: Final = re.compile(
+    rb"^subject:([^\r\n]*=\?[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)", re.IGNORECASE | re.MULTILINE
+)
+_DECODED_SUBJECT_RE: Final = re.compile(
+    r"undeliver|delivery status notification|delivery (?:has )?fail|non-?delivery|配信不能|配信できません"
+    r"|配送エラー|エラー|不達|送信できません|未配達|返送",
+    re.IGNORECASE,
+)
+
+
+def _encoded_subject_sign(head: bytes) -> bool:
+    m = _ENCODED_SUBJECT_RE.search(head)
+    if m is None:
+        return False
+    from email.header import decode_header, make_header
+
+    try:
+        subject = str(make_header(decode_header(m.group(1).decode("ascii", "replace"))))
+    except Exception:  # undecodable: be conservative
+        return True
+    return bool(_DECODED_SUBJECT_RE.search(subject))
+
+
+def _split(data: bytes) -> tuple[bytes, bytes]:
+    """(root header block, body); bytes.find is ~20x faster than a regex here.
+
+    The first line's ending tells CRLF from LF mail, so only the matching blank-line
+    separator is searched: looking for CRLFCRLF in LF-only mail scans the whole body
+    (~30 us for 50 KB), the right separator stops at the end of the header block.
+    """
+    nl = data.find(b"\n")
+    seps = (b"\r\n\r\n", b"\n\n") if nl > 0 and data[nl - 1] == 0x0D else (b"\n\n", b"\r\n\r\n")
+    for sep in seps:
+        i = data.find(sep)
+        if i >= 0:
+            return data[:i], data[i + len(sep) :]
+    return data, b""
+
+
+def might_be_family_bounce(data: bytes) -> bool:
+    """False only when ``data`` cannot be a bounce carrying the family's codes."""
+    head, body = _split(data)
+    lowered = head.lower()
+    # Substring tests first: they reject ordinary mail without running a regex.
+    for word in _HEADER_WORDS:
+        if word in lowered:
+            break
+    else:
+        return False
+    if not _HEADER_SIGN_RE.search(head) and not _encoded_subject_sign(head):
+        return False
+    if _BODY_RE.search(body):
+        return True
+    # Bounce-looking but no visible code: a base64 part may hide it; let the parser decide.
+    return bool(_BASE64_RE.search(data))
+
+
+__all__ = ["might_be_family_bounce"]

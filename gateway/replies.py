@@ -1,0 +1,98 @@
+"""Every SMTP reply bouncegw writes itself, as named constants.
+
+Replies that come from the next hop are relayed as the next hop wrote them
+(``gateway.relay.Reply``); these are the ones bouncegw decides on its own.
+Enhanced status codes follow RFC 3463; the choice of 4xx versus 5xx follows
+the rule that only input which can never succeed gets a permanent reply.
+"""
+
+from __future__ import annotations
+
+import re
+
+# -- session ----------------------------------------------------------------
+#: RFC 5321 section 3.1: a server may answer the connection with 554 instead of 220.
+CLIENT_NOT_ALLOWED = "554 5.7.1 Access denied: your address is not allowed to relay through this gateway"
+TOO_MANY_SESSIONS = "421 4.3.2 Too many sessions, try again later"
+SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
+COMMAND_TIMEOUT = "421 4.4.2 Timeout waiting for data, closing connection"
+
+# -- envelope -----------------------------------------------------------------
+SYNTAX_MAIL = "501 5.5.4 Syntax: MAIL FROM:<address> [SP <parameters>]"
+SYNTAX_RCPT = "501 5.5.4 Syntax: RCPT TO:<address> [SP <parameters>]"
+BAD_ADDRESS = "553 5.1.3 Malformed address"
+NESTED_MAIL = "503 5.5.1 Nested MAIL command"
+NEED_MAIL = "503 5.5.1 Need MAIL command first"
+NEED_RCPT = "503 5.5.1 Need RCPT command first"
+#: RFC 5321 section 4.5.3.1.10: a "too many recipients" reply is 452, so the client retries the rest.
+TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+#: RFC 1870 section 6.1 / RFC 3463 X.3.4.
+MESSAGE_TOO_BIG = "552 5.3.4 Message size exceeds fixed maximum message size"
+UNKNOWN_PARAMETER = "555 5.5.4 {keyword} parameter not recognized or not implemented"
+BAD_PARAMETER = "501 5.5.4 Invalid {keyword} parameter"
+SMTPUTF8_NOT_ALLOWED = "553 5.6.7 Non-ASCII address needs the SMTPUTF8 parameter (RFC 6531)"
+
+# -- data -----------------------------------------------------------------------
+START_DATA = "354 End data with <CR><LF>.<CR><LF>"
+#: RFC 5321 section 4.5.3.1.6: a text line is at most 1000 octets including CRLF.
+LINE_TOO_LONG = "500 5.5.2 Line too long (RFC 5321 section 4.5.3.1.6 allows 1000 octets)"
+DATA_SYNTAX = "501 5.5.4 Syntax: DATA"
+
+# -- our own failures: always transient, never internals in the text --------
+PROCESSING_FAILED = "451 4.3.0 Temporary processing error, try again later"
+NEXT_HOP_UNREACHABLE = "451 4.4.1 Next hop not reachable, try again later"
+NEXT_HOP_CONNECTION_LOST = "451 4.4.2 Connection to next hop lost, try again later"
+NEXT_HOP_TLS_REQUIRED = "451 4.7.5 Next hop does not offer the required TLS, try again later"
+NEXT_HOP_AUTH_FAILED = "451 4.7.0 Next hop refused our authentication, try again later"
+STORAGE_UNAVAILABLE = "451 4.3.0 Cannot record this bounce right now, try again later"
+
+#: Default enhanced codes for replies that reach the client without one, by reply
+#: code (RFC 2034 section 3: once ENHANCEDSTATUSCODES is advertised, every 2xx,
+#: 4xx and 5xx reply except the greeting and the EHLO reply carries one).
+DEFAULT_ENHANCED: dict[int, str] = {
+    211: "2.0.0",
+    214: "2.0.0",
+    221: "2.0.0",
+    235: "2.7.0",
+    250: "2.0.0",
+    251: "2.1.5",
+    252: "2.5.0",
+    421: "4.3.0",
+    432: "4.7.12",
+    450: "4.2.0",
+    451: "4.3.0",
+    452: "4.3.1",
+    454: "4.7.0",
+    500: "5.5.2",
+    501: "5.5.4",
+    502: "5.5.1",
+    503: "5.5.1",
+    504: "5.5.4",
+    530: "5.7.0",
+    534: "5.7.9",
+    535: "5.7.8",
+    538: "5.7.11",
+    550: "5.0.0",
+    551: "5.1.6",
+    552: "5.3.4",
+    553: "5.1.3",
+    554: "5.0.0",
+    555: "5.5.4",
+}
+
+_REPLY = re.compile(r"^([245]\d\d)([ -])(?!\d\.\d{1,3}\.\d{1,3}\b)(.*)$", re.DOTALL)
+
+
+def with_enhanced_code(reply: str) -> str:
+    """Add the default enhanced status code to each line of a reply that lacks one."""
+    lines = reply.split("\r\n")
+    out = []
+    for line in lines:
+        match = _REPLY.match(line)
+        if match is None:
+            out.append(line)
+            continue
+        code = int(match.group(1))
+        enhanced = DEFAULT_ENHANCED.get(code, f"{match.group(1)[0]}.0.0")
+        out.append(f"{match.group(1)}{match.group(2)}{enhanced} {match.group(3)}".rstrip())
+    return "\r\n".join(out)

@@ -1,0 +1,102 @@
+"""The one normalised bounce type.
+
+Parsing (``gateway.dsn``) produces a :class:`BounceReport`; classification
+(``gateway.classify``) fills in each recipient's category and variant; the
+explanation block (``gateway.explain``) and incident storage (``storage``) read
+it. No later step re-parses what the parser already read (architecture
+invariant 5), which is why the report also records *where* the human-readable
+parts sit in the raw bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: Formats a report can come in.
+FORMAT_RFC3464 = "rfc3464"  # multipart/report with message/delivery-status
+FORMAT_RFC6533 = "rfc6533"  # multipart/report with message/global-delivery-status
+FORMAT_TEXT = "text"  # a bounce with no machine-readable part
+
+#: Categories the classifier assigns (``None`` means "not ours to explain").
+CATEGORY_SENDER_NOT_AUTHENTICATED = "sender_not_authenticated"
+CATEGORY_SENDER_NOT_ALLOWED = "sender_not_allowed"
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Where a classification came from: which field or line, and what it said."""
+
+    source: str  # e.g. "delivery-status:Status", "delivery-status:Diagnostic-Code", "text:line 14"
+    text: str  # the matched text, sanitised and truncated
+
+
+@dataclass(slots=True)
+class RecipientReport:
+    """One failed (or delayed, relayed, ...) recipient of a bounce."""
+
+    recipient: str | None  # Final-Recipient, without the "rfc822;" type
+    original_recipient: str | None = None
+    action: str | None = None  # failed | delayed | delivered | relayed | expanded
+    status: str | None = None  # enhanced status code, e.g. "5.7.133"
+    diagnostic: str | None = None  # Diagnostic-Code text, without the "smtp;" type
+    remote_mta: str | None = None
+    last_attempt: str | None = None
+    category: str | None = None
+    variant: str | None = None
+    evidence: tuple[Evidence, ...] = ()
+
+    @property
+    def in_family(self) -> bool:
+        return self.category is not None
+
+
+@dataclass(frozen=True, slots=True)
+class HumanPart:
+    """Where one human-readable part sits in the raw message bytes.
+
+    Offsets index the original ``bytes`` given to the parser, so the explanation
+    block can be spliced into the message without re-serialising anything else.
+    For a message that is not multipart, ``headers_start`` is 0 and the "part"
+    is the whole message (its headers are the root headers).
+    """
+
+    content_type: str  # "text/plain" or "text/html"
+    charset: str | None  # lower-cased charset parameter, None when absent
+    transfer_encoding: str  # lower-cased: 7bit, 8bit, binary, quoted-printable, base64
+    headers_start: int  # offset of the part's first header line
+    body_start: int  # offset of the first body byte (just after the blank line)
+    body_end: int  # offset just past the body (before the CRLF preceding the next boundary)
+
+
+@dataclass(frozen=True, slots=True)
+class OriginalMessage:
+    """What the bounce tells about the message that failed (from message/rfc822 or text/rfc822-headers)."""
+
+    message_id: str | None = None
+    sender: str | None = None  # the From header, decoded
+    subject: str | None = None  # decoded
+    date: str | None = None
+
+
+@dataclass(slots=True)
+class BounceReport:
+    """Everything bouncegw knows about one message after parsing and classification."""
+
+    is_bounce: bool
+    format: str | None = None  # FORMAT_* or None when not a bounce
+    reporting_mta: str | None = None
+    message_id: str | None = None  # the bounce's own Message-ID
+    original: OriginalMessage | None = None
+    recipients: list[RecipientReport] = field(default_factory=list)
+    human_parts: tuple[HumanPart, ...] = ()
+    #: The bounce already carries X-Bouncegw-Explained (never explain or record twice).
+    already_explained: bool = False
+    #: The bounce shows signs of Exchange / Exchange Online (RESOLVER.RST.* token,
+    #: a Microsoft reporting or remote MTA, Exchange's wording). Needed before a
+    #: bare 5.7.12 or 5.7.13 is treated as Microsoft's meaning.
+    microsoft_evidence: tuple[Evidence, ...] = ()
+
+    @property
+    def family(self) -> list[RecipientReport]:
+        """Recipients in the "only authenticated senders" family (or its 5.7.124 sibling)."""
+        return [r for r in self.recipients if r.in_family]

@@ -1,0 +1,487 @@
+"""The SMTP listener: an aiosmtpd ``SMTP`` subclass and the :class:`Gateway` that runs it.
+
+What the subclass changes in aiosmtpd 1.4.6, and why:
+- MAIL and RCPT parse RFC 3461 parameters (RET, ENVID, NOTIFY, ORCPT) instead of
+  refusing them, keep their values as written, and relay them (``gateway.envelope``).
+- DATA is read in large chunks up to the ``CRLF.CRLF`` terminator (RFC 5321
+  section 4.1.1.4) rather than line by line, with an idle timeout per chunk and a
+  deadline for the whole transfer; aiosmtpd's own timer covered neither and
+  could cancel a relay mid-flight. Only ``CRLF.CRLF`` ends the data, so a bare
+  ``LF.LF`` smuggling attempt stays inside one message.
+- Every 2xx/4xx/5xx reply carries an enhanced status code (RFC 2034 section 3).
+- Admission: clients outside ``allowed_networks`` get 554 5.7.1 (RFC 5321
+  section 3.1) and sessions beyond ``max_sessions`` get 421.
+- Graceful shutdown: idle sessions are told 421, sessions in a transaction
+  finish it first.
+
+The per-session logic (opening and mirroring the next-hop transaction) lives in
+the handler, ``gateway.handler.RelayHandler``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+import ssl
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from gateway import metrics, replies
+from gateway.config import ListenerSettings, parse_host_port
+from gateway.envelope import EnvelopeError, parse_mail, parse_rcpt
+from gateway.relay import Transaction
+
+log = logging.getLogger(__name__)
+
+#: Reader buffer: large enough that DATA arrives in big chunks (aiosmtpd's
+#: default equals the 1001-octet line limit and pauses the socket constantly).
+#: Command lines are still held to aiosmtpd's command_size_limit.
+READ_LIMIT = 256 * 1024
+#: RFC 5321 section 4.5.3.1.6: a text line is at most 1000 octets with its CRLF.
+MAX_LINE = 1000
+TERMINATOR = b"\r\n.\r\n"
+#: After its last transaction during shutdown, how long a session may wait to say QUIT.
+SHUTDOWN_LINGER = 2.0
+
+#: Commands a single session may repeat before it is cut off (floods, AUTH guessing).
+COMMAND_LIMITS: dict[str, int] = {
+    "AUTH": 5,
+    "NOOP": 100,
+    "VRFY": 10,
+    "EXPN": 10,
+    "HELP": 10,
+    "*": 1_000_000,
+}
+
+
+class RelaySession(Session):
+    transaction: Transaction | None = None
+
+
+class RelayEnvelope(Envelope):
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = False  # MAIL accepted (mail_from may be "" for the null sender)
+        self.relay_parameters: list[str] = []
+        self.rcpt_relay_parameters: list[list[str]] = []
+
+
+class DataTooLong(Exception):
+    """Reading DATA failed on a limit: ``reply`` says which."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply)
+        self.reply = reply
+
+
+class RelaySMTP(SMTP):
+    line_length_limit = READ_LIMIT
+
+    def __init__(self, handler: Any, *, gateway: Gateway, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.gateway = gateway
+        self._plain_replies = False
+        self.closing = False
+        self.busy = False  # inside a transaction (MAIL accepted .. DATA answered)
+
+    # aiosmtpd types these as Optional; inside a session they are always set. (Methods, not
+    # properties: aiosmtpd's __init__ runs inspect.getmembers(), which evaluates properties.)
+    def relay_session(self) -> RelaySession:
+        assert isinstance(self.session, RelaySession)
+        return self.session
+
+    def relay_envelope(self) -> RelayEnvelope:
+        assert isinstance(self.envelope, RelayEnvelope)
+        return self.envelope
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def _create_session(self) -> RelaySession:
+        return RelaySession(self.loop)
+
+    def _create_envelope(self) -> RelayEnvelope:
+        return RelayEnvelope()
+
+    # -- connection lifecycle -----------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Also called again after STARTTLS (RFC 3207): count the session once.
+        if self not in self.gateway.sessions:
+            metrics.SESSIONS.inc()
+        self.gateway.sessions.add(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self in self.gateway.sessions:
+            metrics.SESSIONS.dec()
+        self.gateway.session_closed(self)
+        self._drop_transaction()
+        super().connection_lost(error)
+
+    def _set_rset_state(self) -> None:
+        # HELO, EHLO, RSET and STARTTLS all end a transaction (RFC 5321 section 4.1.1.5).
+        self._drop_transaction()
+        super()._set_rset_state()  # type: ignore[no-untyped-call]
+
+    def _drop_transaction(self) -> None:
+        self.busy = False
+        session = self.session
+        if isinstance(session, RelaySession) and session.transaction is not None:
+            transaction, session.transaction = session.transaction, None
+            self.gateway.spawn(transaction.abort())
+
+    async def _handle_client(self) -> None:
+        refusal = self.gateway.admission(self.relay_session().peer, len(self.gateway.sessions))
+        if refusal is not None:
+            await self.push(refusal)
+            self.close()
+            return
+        await super()._handle_client()
+
+    async def push(self, status: str | bytes) -> None:
+        # The greeting (220), the EHLO/HELO replies and AUTH challenges (bytes, 334)
+        # carry no enhanced code.
+        if isinstance(status, str) and not self._plain_replies and not status.startswith("220 "):
+            status = replies.with_enhanced_code(status)
+        await super().push(status)  # type: ignore[type-var]
+
+    def shutdown(self) -> None:
+        """Graceful stop: idle sessions get 421 now, busy ones after their transaction."""
+        self.closing = True
+        if not self.busy and self.transport is not None:
+            self._writer.write(replies.SHUTTING_DOWN.encode() + b"\r\n")
+            self.close()
+
+    async def _after_transaction(self) -> None:
+        self.busy = False
+        if self.closing and self.transport is not None:
+            self._refuse_further_commands()
+
+    def _refuse_further_commands(self) -> None:
+        """Shutting down after a transaction: QUIT gets 221, any other command 421.
+
+        Replying 421 unprompted right after the DATA reply would be read as the
+        answer to the client's next command; waiting for that command keeps the
+        dialogue in step (RFC 5321 section 3.8). A client that says nothing is
+        disconnected after a short wait.
+        """
+
+        async def refuse(arg: str | None) -> None:
+            await self.push(replies.SHUTTING_DOWN)
+            self.close()
+
+        self._smtp_methods = {
+            name: (m if name == "QUIT" else refuse) for name, m in self._smtp_methods.items()
+        }
+        self._reset_timeout(SHUTDOWN_LINGER)
+
+    # -- EHLO / HELO: no enhanced codes in these replies (RFC 2034 section 3) ----------
+    async def smtp_EHLO(self, hostname: str) -> None:
+        self._plain_replies = True
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            self._plain_replies = False
+
+    async def smtp_HELO(self, hostname: str) -> None:
+        self._plain_replies = True
+        try:
+            await super().smtp_HELO(hostname)
+        finally:
+            self._plain_replies = False
+
+    # -- MAIL / RCPT ----------------------------------------------------------------------
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        if await self.check_helo_needed() or await self.check_auth_needed("MAIL"):
+            return
+        envelope = self.relay_envelope()
+        if envelope.open:
+            await self.push(replies.NESTED_MAIL)
+            return
+        try:
+            path = parse_mail(arg)
+        except EnvelopeError as exc:
+            await self.push(exc.reply)
+            return
+        size = path.parameters.get("SIZE")
+        if size is not None and self.data_size_limit and int(size) > self.data_size_limit:
+            await self.push(replies.MESSAGE_TOO_BIG)
+            return
+        status = await self._call_handler_hook("MAIL", path.address, path.relayed, path.utf8)
+        if status.startswith("250"):
+            envelope.open = True
+            envelope.mail_from = path.address
+            envelope.mail_options.extend(path.relayed)
+            envelope.smtp_utf8 = path.utf8
+            self.busy = True
+        await self.push(status)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        if await self.check_helo_needed() or await self.check_auth_needed("RCPT"):
+            return
+        envelope = self.relay_envelope()
+        if not envelope.open:
+            await self.push(replies.NEED_MAIL)
+            return
+        try:
+            path = parse_rcpt(arg, utf8=bool(envelope.smtp_utf8))
+        except EnvelopeError as exc:
+            await self.push(exc.reply)
+            return
+        if len(envelope.rcpt_tos) >= self.gateway.settings.max_recipients:
+            await self.push(replies.TOO_MANY_RECIPIENTS)
+            return
+        status = await self._call_handler_hook("RCPT", path.address, path.relayed)
+        if status.startswith("25"):
+            envelope.rcpt_tos.append(path.address)
+            envelope.rcpt_options.extend(path.relayed)
+            envelope.rcpt_relay_parameters.append(path.relayed)
+        await self.push(status)
+
+    # -- DATA -------------------------------------------------------------------------------
+    async def smtp_DATA(self, arg: str | None) -> None:
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        envelope = self.relay_envelope()
+        if not envelope.open:
+            await self.push(replies.NEED_MAIL)
+            return
+        if not envelope.rcpt_tos:
+            await self.push(replies.NEED_RCPT)
+            return
+        if arg:
+            await self.push(replies.DATA_SYNTAX)
+            return
+        # aiosmtpd's timer counts from the last command and would cut a slow but
+        # live upload, or the relay below; DATA keeps its own clocks instead.
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+        await self.push(replies.START_DATA)
+        try:
+            content = await self._read_data()
+        except DataTooLong as exc:
+            self._reset_timeout()
+            await self.push(exc.reply)
+            self._drop_transaction()
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            await self._after_transaction()
+            return
+        except TimeoutError:
+            log.info("%r DATA timed out", self.relay_session().peer)
+            await self.push(replies.COMMAND_TIMEOUT)
+            self.close()
+            return
+        envelope.content = envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._reset_timeout()
+        self.relay_session().transaction = None  # the handler finished (or aborted) it
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push(status)
+        await self._after_transaction()
+
+    async def _read_data(self) -> bytes:
+        """Read up to CRLF.CRLF; return the un-dot-stuffed content (RFC 5321 section 4.5.2)."""
+        settings = self.gateway.settings
+        limit = self.data_size_limit or 0
+        deadline = self.loop.time() + settings.data_timeout
+        # The terminator's first CRLF may be the one that ended the DATA command (an
+        # empty message is just "."). Putting that CRLF back in front of the stream
+        # lets one readuntil() find every terminator. aiosmtpd itself edits this
+        # buffer on STARTTLS; it is a bytearray in every CPython since 3.4.
+        self._reader._buffer[0:0] = b"\r\n"  # type: ignore[attr-defined]
+        chunks: list[bytes] = []
+        size = 0
+        too_big = False
+        while True:
+            timeout = min(settings.data_idle_timeout, deadline - self.loop.time())
+            if timeout <= 0:
+                raise TimeoutError
+            try:
+                chunk = await asyncio.wait_for(self._reader.readuntil(TERMINATOR), timeout)
+                done = True
+            except asyncio.LimitOverrunError as exc:
+                # No terminator in the buffer yet: take what is safely before any
+                # partial terminator (readuntil leaves its last 4 bytes) and go on.
+                chunk = await self._reader.read(exc.consumed)
+                done = False
+            except asyncio.IncompleteReadError as exc:
+                raise ConnectionResetError("connection closed during DATA") from exc
+            size += len(chunk)
+            if limit and size > limit + len(TERMINATOR) + 2:
+                too_big = True
+                chunks.clear()  # keep draining, keep nothing: memory stays bounded
+            elif not too_big:
+                chunks.append(chunk)
+            if done:
+                break
+        if too_big:
+            raise DataTooLong(replies.MESSAGE_TOO_BIG)
+        # "\r\n" + message (each line ending in CRLF) + ".\r\n"
+        stuffed = b"".join(chunks)[:-3]
+        if _has_long_line(stuffed):
+            raise DataTooLong(replies.LINE_TOO_LONG)
+        if b"\r\n.." in stuffed:
+            stuffed = stuffed.replace(b"\r\n..", b"\r\n.")
+        return stuffed[2:]
+
+
+def _has_long_line(data: bytes) -> bool:
+    """Any line longer than MAX_LINE octets (CRLF included, before un-stuffing)."""
+    if len(data) <= MAX_LINE:
+        return False
+    start = 0
+    find = data.find
+    while True:
+        end = find(b"\n", start)
+        if end < 0:
+            return len(data) - start > MAX_LINE
+        if end + 1 - start > MAX_LINE + 1:  # +1: the stuffed dot
+            return True
+        start = end + 1
+
+
+class _Authenticator:
+    """Inbound AUTH PLAIN/LOGIN against ``listener.auth_users`` (constant-time compare)."""
+
+    def __init__(self, users: dict[str, str]) -> None:
+        self.users = users
+
+    def __call__(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        import hmac
+
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        user = auth_data.login.decode("utf-8", "replace")
+        expected = self.users.get(user)
+        supplied = auth_data.password.decode("utf-8", "replace")
+        ok = expected is not None and hmac.compare_digest(expected.encode(), supplied.encode())
+        if not ok:
+            log.warning("%r AUTH failed for %r", session.peer, user[:64])
+        return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
+
+
+def inbound_tls_context(settings: ListenerSettings) -> ssl.SSLContext | None:
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
+
+
+class Gateway:
+    """Owns the listening socket, the live sessions and the background tasks."""
+
+    def __init__(self, settings: ListenerSettings, handler: Any) -> None:
+        self.settings = settings
+        self.handler = handler
+        self.sessions: set[RelaySMTP] = set()
+        self.networks = [ipaddress.ip_network(n, strict=False) for n in settings.allowed_networks]
+        self.tls_context = inbound_tls_context(settings)
+        users = {name: secret.get_secret_value() for name, secret in settings.auth_users.items()}
+        self.authenticator = _Authenticator(users) if users else None
+        self.server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._changed = asyncio.Event()  # a session or background task ended
+        self.refused_connections = 0
+
+    # -- admission ---------------------------------------------------------------------
+    def admission(self, peer: Any, active: int) -> str | None:
+        """None to greet the client, or the reply that refuses it."""
+        host = peer[0] if isinstance(peer, tuple) else None
+        try:
+            address = ipaddress.ip_address(host.split("%")[0]) if host else None
+        except ValueError:
+            address = None
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        if address is None or not any(address in net for net in self.networks):
+            self.refused_connections += 1
+            metrics.REFUSED.labels("network").inc()
+            log.warning("refused connection from %s: not in allowed_networks", host)
+            return replies.CLIENT_NOT_ALLOWED
+        if active > self.settings.max_sessions:
+            self.refused_connections += 1
+            metrics.REFUSED.labels("max_sessions").inc()
+            log.warning("refused connection from %s: %d sessions active", host, active - 1)
+            return replies.TOO_MANY_SESSIONS
+        return None
+
+    def _protocol(self) -> RelaySMTP:
+        return RelaySMTP(
+            self.handler,
+            gateway=self,
+            hostname=self.settings.hostname,
+            ident="bouncegw ESMTP",
+            data_size_limit=self.settings.max_message_size,
+            enable_SMTPUTF8=True,
+            tls_context=self.tls_context,
+            require_starttls=self.settings.require_tls,
+            timeout=self.settings.command_timeout,
+            auth_required=self.settings.require_auth,
+            auth_require_tls=True,
+            authenticator=self.authenticator,
+            command_call_limit=COMMAND_LIMITS,
+            loop=asyncio.get_running_loop(),
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self, sock: socket.socket | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        if sock is not None:
+            self.server = await loop.create_server(self._protocol, sock=sock)
+        else:
+            host, port = parse_host_port(self.settings.listen)
+            self.server = await loop.create_server(self._protocol, host=host, port=port, reuse_address=True)
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        port: int = self.server.sockets[0].getsockname()[1]
+        return port
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        """Run a background coroutine that must not be garbage-collected or lost at shutdown."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def session_closed(self, session: RelaySMTP) -> None:
+        self.sessions.discard(session)
+        self._changed.set()
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        self._changed.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    async def stop(self, grace_period: float) -> None:
+        """Stop accepting, let transactions in flight finish, then close what is left."""
+        if self.server is not None:
+            self.server.close()
+        for session in list(self.sessions):
+            session.shutdown()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_period
+        while (self.sessions or self._tasks) and loop.time() < deadline:
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), deadline - loop.time())
+        for session in list(self.sessions):
+            if session.transport is not None:
+                log.warning("%r still busy after the grace period; closing", session.relay_session().peer)
+                session.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.server is not None:
+            await self.server.wait_closed()

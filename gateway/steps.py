@@ -1,0 +1,170 @@
+"""The processing steps a configured gateway runs: detect, explain, record.
+
+Each step does one thing and, on failure, leaves the message as it was
+(architecture invariant 2), counting what happened in ``StepCounters``:
+
+1. :class:`Detect` - the cheap prefilter, then parse + classify only for
+   messages that can be a family bounce (ordinary mail never gets MIME-parsed).
+2. :class:`Explain` - incident ids are allotted, the block is spliced in.
+3. :class:`Record` - once the next hop has answered, the incidents are made
+   durable (database or journal) *before* the upstream hears the reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+
+from gateway import classify, dsn, metrics, prefilter, replies
+from gateway.config import Settings
+from gateway.explain import AlreadyExplained, annotate
+from gateway.pipeline import Deferred, Processed
+from gateway.relay import Reply
+from gateway.report import BounceReport
+from gateway.transaction import MessageContext
+from storage.incidents import bounce_digest, build_incidents, new_incident_id
+from storage.recorder import Recorder
+
+log = logging.getLogger(__name__)
+
+#: Messages larger than this are parsed in a worker thread, so that a 30 MB
+#: bounce does not stall every other session on the event loop (invariant 4).
+PARSE_INLINE_LIMIT = 256 * 1024
+
+
+class StepCounters:
+    """What the steps did, by outcome (per gateway; ``gateway.metrics`` counts the same events)."""
+
+    def __init__(self) -> None:
+        self.bounces: Counter[str] = Counter()  # by format
+        self.family: Counter[tuple[str, str]] = Counter()  # by (category, variant)
+        self.parse_failures: Counter[str] = Counter()  # by stage
+        self.annotations: Counter[str] = Counter()  # by outcome
+        self.incidents = 0
+        self.record_failures = 0
+
+
+def _detect(data: bytes) -> BounceReport:
+    return classify.classify(dsn.parse(data))
+
+
+class Detect:
+    def __init__(self, counters: StepCounters) -> None:
+        self.counters = counters
+
+    async def before_relay(self, ctx: MessageContext, message: Processed) -> None:
+        data = message.data
+        if not prefilter.might_be_family_bounce(data):
+            return
+        try:
+            if len(data) > PARSE_INLINE_LIMIT:
+                report = await asyncio.to_thread(_detect, data)
+            else:
+                report = _detect(data)
+        except dsn.ParseError as exc:
+            self.counters.parse_failures["parse"] += 1
+            metrics.PARSE_FAILURES.labels("parse").inc()
+            log.info("transaction %s: not parseable as a bounce: %s", ctx.transaction_id, exc)
+            return
+        except Exception:
+            # A bug in parsing must not cost the message: relay it as it came.
+            self.counters.parse_failures["internal"] += 1
+            metrics.PARSE_FAILURES.labels("internal").inc()
+            log.exception("transaction %s: bounce detection failed", ctx.transaction_id)
+            return
+        message.report = report
+        if report.is_bounce and report.format:
+            self.counters.bounces[report.format] += 1
+            metrics.count_bounce(report.format)
+        for rcpt in report.family:
+            self.counters.family[(rcpt.category or "", rcpt.variant or "")] += 1
+            metrics.count_family(rcpt.category, rcpt.variant)
+        if report.family:
+            message.notes["family"] = ",".join(f"{r.status}:{r.variant}" for r in report.family)
+
+    async def after_relay(self, ctx: MessageContext, message: Processed, reply: Reply) -> None:
+        return None
+
+
+class Explain:
+    def __init__(self, settings: Settings, recorder: Recorder, counters: StepCounters) -> None:
+        self.settings = settings
+        self.recorder = recorder
+        self.counters = counters
+
+    async def before_relay(self, ctx: MessageContext, message: Processed) -> None:
+        report = message.report
+        if report is None or not report.family:
+            return
+        if report.already_explained:
+            # Explained (and recorded) by an earlier gateway hop: pass it on untouched.
+            self.counters.annotations["already_explained"] += 1
+            metrics.ANNOTATIONS.labels("already_explained").inc()
+            return
+        if not self.recorder.can_accept():
+            # Chosen policy: a family bounce we could not record is deferred (451),
+            # the upstream keeps it and retries; ordinary mail is not affected.
+            raise Deferred(replies.STORAGE_UNAVAILABLE)
+        message.incident_ids = tuple(new_incident_id() for _ in report.family)
+        try:
+            message.data = annotate(
+                message.original,
+                report,
+                incident_ids=message.incident_ids,
+                now=ctx.received_at,
+                settings=self.settings.explain,
+            )
+        except AlreadyExplained:
+            self.counters.annotations["already_explained"] += 1
+            metrics.ANNOTATIONS.labels("already_explained").inc()
+            return
+        except Exception as exc:  # any failure: the original goes out untouched
+            self.counters.annotations["failed"] += 1
+            metrics.ANNOTATIONS.labels("failed").inc()
+            log.warning(
+                "transaction %s: annotation failed, relaying the original: %r", ctx.transaction_id, exc
+            )
+            message.data = message.original
+            return
+        message.annotated = True
+        self.counters.annotations["annotated"] += 1
+        metrics.ANNOTATIONS.labels("annotated").inc()
+
+    async def after_relay(self, ctx: MessageContext, message: Processed, reply: Reply) -> None:
+        return None
+
+
+class Record:
+    def __init__(self, settings: Settings, recorder: Recorder, counters: StepCounters) -> None:
+        self.settings = settings
+        self.recorder = recorder
+        self.counters = counters
+
+    async def before_relay(self, ctx: MessageContext, message: Processed) -> None:
+        return None
+
+    async def after_relay(self, ctx: MessageContext, message: Processed, reply: Reply) -> None:
+        report = message.report
+        if report is None or not message.incident_ids or reply.transient:
+            # A deferred relay is not an incident yet: the upstream retries, and the
+            # retry is recorded (once: the fingerprint is the bounce's bytes).
+            return
+        records = build_incidents(
+            report,
+            ctx,
+            ids=message.incident_ids,
+            annotated=message.annotated,
+            relay_outcome="relayed" if reply.positive else "rejected",
+            instance=self.settings.instance,
+            store_subjects=self.settings.storage.store_subjects,
+            bounce_digest=bounce_digest(message.original),
+        )
+        try:
+            await self.recorder.submit(records)
+        except Exception:
+            self.counters.record_failures += 1
+            metrics.RECORD_FAILURES.inc()
+            raise
+        self.counters.incidents += len(records)
+        metrics.INCIDENTS.inc(len(records))

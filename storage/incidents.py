@@ -1,0 +1,186 @@
+"""What one incident is, and how the relay pipeline builds them from a bounce.
+
+Interface for the relay pipeline:
+
+- :func:`new_incident_id` -> ``str``: a ULID (26 characters, sorts by creation time). Ids are made
+  *before* the bounce is annotated because the explanation block shows them.
+- :func:`bounce_digest(data) <bounce_digest>` -> ``str``: sha256 of the bounce bytes as received.
+- :func:`build_incidents(report, ctx, *, ids, annotated, relay_outcome, instance, store_subjects,
+  bounce_digest=None) <build_incidents>` -> ``list[IncidentRecord]``: one record per recipient in
+  ``report.family``, ids in the same order.
+
+The fingerprint (the database's unique key) is sha256 over the bounce's identity and the failed
+recipient. The identity is :func:`bounce_digest` of the raw bytes when the caller passes it (the
+upstream MTA retries a 4xx'd DATA with the same queue file, so the bytes are the same), else the
+report's own identifying fields (Message-ID, reporting MTA, original Message-ID).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from email.utils import parseaddr
+from typing import Any
+
+from ulid import ULID
+
+from gateway.report import BounceReport, RecipientReport
+from gateway.transaction import MessageContext
+
+
+def new_incident_id() -> str:
+    """A new ULID: time-ordered, so ids double as the pagination order."""
+    return str(ULID())
+
+
+def bounce_digest(data: bytes) -> str:
+    """sha256 (hex) of the bounce bytes as the upstream sent them."""
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IncidentRecord:
+    """One failed recipient of a family bounce, ready to store (same fields as the table)."""
+
+    id: str
+    fingerprint: str
+    recorded_at: datetime
+    transaction_id: str | None = None
+    bounce_message_id: str | None = None
+    envelope_sender: str = ""
+    envelope_recipient: str | None = None
+    sender: str | None = None
+    sender_domain: str | None = None
+    failed_recipient: str | None = None
+    recipient_domain: str | None = None
+    original_recipient: str | None = None
+    status: str | None = None
+    diagnostic: str | None = None
+    category: str | None = None
+    variant: str | None = None
+    reporting_mta: str | None = None
+    remote_mta: str | None = None
+    original_message_id: str | None = None
+    original_from: str | None = None
+    original_subject: str | None = None
+    original_date: str | None = None
+    client_address: str | None = None
+    helo: str | None = None
+    annotated: bool = False
+    relay_outcome: str | None = None
+    instance: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready data (the journal line and the API body)."""
+        data = dataclasses.asdict(self)
+        data["recorded_at"] = self.recorded_at.isoformat()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> IncidentRecord:
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        recorded = values["recorded_at"]
+        if isinstance(recorded, str):
+            recorded = datetime.fromisoformat(recorded)
+        values["recorded_at"] = recorded.astimezone(UTC)
+        return cls(**values)
+
+
+FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(IncidentRecord))
+
+
+def normalise_address(value: str | None) -> str | None:
+    """The addr-spec of an address or From header, lower-cased; None when there is none."""
+    if not value:
+        return None
+    _, addr = parseaddr(value)
+    addr = (addr or value).strip().strip("<>").strip()
+    return addr.lower() or None
+
+
+def domain_of(address: str | None) -> str | None:
+    if not address or "@" not in address:
+        return None
+    return address.rpartition("@")[2].lower() or None
+
+
+def fingerprint(identity: str, recipient: RecipientReport) -> str:
+    """sha256 over the bounce identity and the failed recipient (the table's unique key)."""
+    h = hashlib.sha256()
+    for part in (identity, recipient.recipient or "", recipient.original_recipient or ""):
+        h.update(part.encode("utf-8", "surrogateescape"))
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def _report_identity(report: BounceReport) -> str:
+    original = report.original
+    parts = (
+        report.message_id or "",
+        report.reporting_mta or "",
+        original.message_id if original else "",
+        original.date if original else "",
+    )
+    return "report:" + "\x1f".join(p or "" for p in parts)
+
+
+def build_incidents(
+    report: BounceReport,
+    ctx: MessageContext,
+    *,
+    ids: Sequence[str],
+    annotated: bool,
+    relay_outcome: str,
+    instance: str,
+    store_subjects: bool,
+    bounce_digest: str | None = None,
+) -> list[IncidentRecord]:
+    """One :class:`IncidentRecord` per recipient in ``report.family``, ``ids`` in the same order."""
+    family = report.family
+    if len(ids) != len(family):
+        raise ValueError(f"{len(ids)} ids for {len(family)} family recipients")
+    identity = "bytes:" + bounce_digest if bounce_digest else _report_identity(report)
+    original = report.original
+    # The bounce travels back to whoever sent the failed message: its RCPT TO is that sender.
+    envelope_rcpt = ", ".join(ctx.rcpt_tos) or None
+    sender = normalise_address(ctx.rcpt_tos[0] if ctx.rcpt_tos else None) or normalise_address(
+        original.sender if original else None
+    )
+    records = []
+    for incident_id, rcpt in zip(ids, family, strict=True):
+        failed = normalise_address(rcpt.recipient)
+        records.append(
+            IncidentRecord(
+                id=incident_id,
+                fingerprint=fingerprint(identity, rcpt),
+                recorded_at=ctx.received_at.astimezone(UTC),
+                transaction_id=ctx.transaction_id,
+                bounce_message_id=report.message_id,
+                envelope_sender=ctx.mail_from,
+                envelope_recipient=envelope_rcpt,
+                sender=sender,
+                sender_domain=domain_of(sender),
+                failed_recipient=failed,
+                recipient_domain=domain_of(failed),
+                original_recipient=rcpt.original_recipient,
+                status=rcpt.status,
+                diagnostic=rcpt.diagnostic,
+                category=rcpt.category,
+                variant=rcpt.variant,
+                reporting_mta=report.reporting_mta,
+                remote_mta=rcpt.remote_mta,
+                original_message_id=original.message_id if original else None,
+                original_from=original.sender if original else None,
+                original_subject=original.subject if original and store_subjects else None,
+                original_date=original.date if original else None,
+                client_address=ctx.client_address,
+                helo=ctx.helo,
+                annotated=annotated,
+                relay_outcome=relay_outcome,
+                instance=instance,
+            )
+        )
+    return records

@@ -1,0 +1,171 @@
+"""The outage journal: a bounded, append-only, fsynced JSON-lines file of incidents.
+
+While the database is down or slow, :class:`~storage.recorder.Recorder` appends each batch here
+and only then tells the relay the incidents are safe. Replay renames the file to
+``<path>.replaying`` (new appends start a fresh file), inserts its lines with the repository's
+idempotent insert, and deletes it. A crash at any point leaves either file in place, and the next
+replay inserts it again; the fingerprint unique key turns the repeat into a no-op, so each incident
+is stored exactly once.
+
+Limits: ``max_bytes`` counts both files; an append that would pass it raises :class:`JournalFull`,
+as does a failed write (ENOSPC, EIO: the partial line is cut off again). One process owns a journal
+(an exclusive ``flock`` on ``<path>.lock``); gateways on one host need distinct paths.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from storage.incidents import IncidentRecord
+
+log = logging.getLogger(__name__)
+
+
+class JournalFull(Exception):
+    """The journal cannot take these incidents (size limit reached or the disk refused the write)."""
+
+
+class JournalLocked(Exception):
+    """Another process owns this journal."""
+
+
+def _fsync_dir(path: Path) -> None:
+    # A new or renamed file only survives a crash once its directory entry is on disk.
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with path.open("rb") as fh:
+            return sum(1 for line in fh if line.strip())
+    except FileNotFoundError:
+        return 0
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+class Journal:
+    def __init__(self, path: Path, max_bytes: int) -> None:
+        self.path = Path(path)
+        self.replay_path = self.path.with_name(self.path.name + ".replaying")
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise JournalLocked(f"journal {self.path} is in use by another process") from None
+        self._repair_tail(self.path)
+        self._repair_tail(self.replay_path)
+        self._records = _count_lines(self.path) + _count_lines(self.replay_path)
+        self._bytes = _size(self.path) + _size(self.replay_path)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._lock_fd)
+
+    @staticmethod
+    def _repair_tail(path: Path) -> None:
+        """Cut a line torn by a crash mid-append (its submit never returned, so nothing is lost)."""
+        try:
+            with path.open("rb+") as fh:
+                data = fh.read()
+                if data and not data.endswith(b"\n"):
+                    fh.truncate(data.rfind(b"\n") + 1)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+        except FileNotFoundError:
+            pass
+
+    @property
+    def backlog(self) -> int:
+        """Incidents waiting in the journal for the database."""
+        return self._records
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def append(self, records: Sequence[IncidentRecord]) -> None:
+        """Append and fsync; return only when the lines are on disk, else raise :class:`JournalFull`."""
+        data = b"".join(
+            json.dumps(r.to_dict(), ensure_ascii=False, separators=(",", ":")).encode(
+                "utf-8", "surrogateescape"
+            )
+            + b"\n"
+            for r in records
+        )
+        with self._lock:
+            if self._bytes + len(data) > self.max_bytes:
+                raise JournalFull(
+                    f"journal {self.path} is full ({self._bytes} of {self.max_bytes} bytes used)"
+                )
+            created = not self.path.exists()
+            with self.path.open("ab") as fh:
+                start = fh.tell()
+                try:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                except OSError as exc:
+                    # Remove the partial write so the file still ends on a line boundary.
+                    with contextlib.suppress(OSError):
+                        fh.truncate(start)
+                    raise JournalFull(f"cannot write journal {self.path}: {exc.strerror}") from exc
+            if created:
+                _fsync_dir(self.path.parent)
+            self._bytes += len(data)
+            self._records += len(records)
+
+    def take(self) -> Path | None:
+        """The file to replay next (a leftover ``.replaying`` first), or None when empty."""
+        with self._lock:
+            if self.replay_path.exists():
+                return self.replay_path
+            if _size(self.path) == 0:
+                return None
+            os.replace(self.path, self.replay_path)
+            _fsync_dir(self.path.parent)
+            return self.replay_path
+
+    @staticmethod
+    def read(path: Path) -> list[IncidentRecord]:
+        records = []
+        with path.open("rb") as fh:
+            for number, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    records.append(
+                        IncidentRecord.from_dict(json.loads(line.decode("utf-8", "surrogateescape")))
+                    )
+                except (ValueError, KeyError, TypeError) as exc:
+                    log.error("journal %s line %d is unreadable and skipped: %s", path, number, exc)
+        return records
+
+    def done(self, path: Path) -> None:
+        """The file's incidents are in the database: delete it."""
+        with self._lock:
+            lines, size = _count_lines(path), _size(path)
+            path.unlink(missing_ok=True)
+            _fsync_dir(path.parent)
+            self._records = max(0, self._records - lines)
+            self._bytes = max(0, self._bytes - size)

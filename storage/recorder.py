@@ -1,0 +1,313 @@
+"""The asyncio front end of incident storage: what the relay pipeline awaits.
+
+Interface::
+
+    recorder = Recorder.from_settings(settings)   # or Recorder(database_url, journal_path, ...)
+    await recorder.start()          # opens the journal, replays what a previous run left
+    await recorder.submit(records)  # returns once the records are durable
+    await recorder.stop()           # writes everything submitted so far, then stops
+
+``submit`` never blocks the event loop: one writer task groups whatever has been submitted while
+the previous write ran (group commit, at most ``batch_size`` incidents, optionally lingering
+``batch_interval`` seconds) and hands the batch to a dedicated database thread. It returns when the
+batch is committed, or, if the database fails or takes longer than ``db_timeout``, when the batch
+has been appended to the journal and fsynced.
+
+Outage policy:
+
+- Database down or slow: batches go to the journal (``storage.journal``); mail keeps flowing.
+  A background task probes the database every ``retry_interval`` seconds and replays the journal
+  when it answers; ``start()`` replays leftovers from a previous run. Inserts are idempotent
+  (unique fingerprint), so a batch that was both committed late and journalled, or a replay
+  interrupted by a crash, is still stored exactly once.
+- Database down AND journal full (``journal_max_bytes``) or unwritable (disk full, I/O error):
+  ``submit`` raises :class:`StorageUnavailable`. The relay should then answer the upstream with a
+  4xx (e.g. ``451 4.3.0``) so the upstream keeps the bounce and retries: nothing is lost and the
+  retry is deduplicated by the fingerprint.
+
+Gauges and counters for the metrics module are plain attributes: ``db_available``,
+``db_errors``, ``stored``, ``journaled``, ``replayed``, ``rejected``, ``purged`` and the
+properties ``journal_backlog`` (incidents waiting) and ``journal_bytes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future as ConcurrentFuture
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from gateway import metrics
+from storage.incidents import IncidentRecord
+from storage.journal import Journal, JournalFull
+from storage.repository import Repository
+
+if TYPE_CHECKING:
+    from gateway.config import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: How often retention purging runs (when retention_days is set) and its chunk size.
+PURGE_EVERY = 3600.0
+PURGE_CHUNK = 1000
+
+
+class StorageUnavailable(Exception):
+    """Neither the database nor the journal could take the incidents: answer the upstream 4xx."""
+
+
+_Item = tuple[list[IncidentRecord], "asyncio.Future[None]"]
+
+
+class Recorder:
+    def __init__(
+        self,
+        database_url: str,
+        journal_path: Path,
+        *,
+        journal_max_bytes: int = 64 * 1024 * 1024,
+        batch_size: int = 500,
+        batch_interval: float = 0.0,
+        db_timeout: float = 5.0,
+        retry_interval: float = 5.0,
+        retention_days: int | None = None,
+    ) -> None:
+        self.database_url = database_url
+        self.journal_path = Path(journal_path)
+        self.journal_max_bytes = journal_max_bytes
+        self.batch_size = batch_size
+        self.batch_interval = batch_interval
+        self.db_timeout = db_timeout
+        self.retry_interval = retry_interval
+        self.retention_days = retention_days
+        # Counters and gauges read by the metrics module.
+        self.db_available = True
+        self.db_errors = 0
+        self.stored = 0
+        self.journaled = 0
+        self.replayed = 0
+        self.rejected = 0
+        self.purged = 0
+        self._journal: Journal | None = None
+        self._repo: Repository | None = None
+        self._queue: asyncio.Queue[_Item | None] = asyncio.Queue()
+        self._kick = asyncio.Event()
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+        # One thread each: database calls are serialised (group commit), and a hung database call
+        # never holds up journal appends.
+        self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="bouncegw-db")
+        self._io_thread = ThreadPoolExecutor(1, thread_name_prefix="bouncegw-journal")
+        self._next_purge = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Recorder:
+        s = settings.storage
+        return cls(
+            settings.database.url,
+            s.journal_path,
+            journal_max_bytes=s.journal_max_bytes,
+            batch_size=s.batch_size,
+            batch_interval=s.batch_interval,
+            db_timeout=s.db_timeout,
+            retry_interval=s.retry_interval,
+            retention_days=s.retention_days,
+        )
+
+    @property
+    def journal_backlog(self) -> int:
+        return self._journal.backlog if self._journal else 0
+
+    @property
+    def journal_bytes(self) -> int:
+        return self._journal.size_bytes if self._journal else 0
+
+    def can_accept(self) -> bool:
+        """False when the database is down and the journal is full: a submit would fail."""
+        return self.db_available or self.journal_bytes < self.journal_max_bytes
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the journal and the database; replay a journal left by a previous run."""
+        self._journal = await self._io(Journal, self.journal_path, self.journal_max_bytes)
+        self._repo = Repository.from_url(self.database_url)
+        if self._journal.backlog:
+            log.info("replaying %d journalled incidents", self._journal.backlog)
+        await self._recover()
+        self._tasks = [
+            asyncio.create_task(self._writer(), name="bouncegw-recorder-writer"),
+            asyncio.create_task(self._maintainer(), name="bouncegw-recorder-maintainer"),
+        ]
+
+    async def stop(self) -> None:
+        """Write everything already submitted, then stop (the journal keeps what the DB did not take)."""
+        if not self._tasks:
+            return
+        await self._queue.put(None)
+        await self._tasks[0]
+        self._stopping = True
+        self._kick.set()
+        await self._tasks[1]
+        self._tasks = []
+        self._db_thread.shutdown(wait=False, cancel_futures=True)
+        self._io_thread.shutdown(wait=True)
+        if self._repo is not None:
+            await asyncio.to_thread(self._repo.close)
+        if self._journal is not None:
+            self._journal.close()
+
+    async def submit(self, records: Sequence[IncidentRecord]) -> None:
+        """Return once ``records`` are durable; raise :class:`StorageUnavailable` if they cannot be."""
+        if not records:
+            return
+        if not self._tasks or self._stopping:
+            raise RuntimeError("Recorder.submit() called while the recorder is not running")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._queue.put((list(records), done))
+        await done
+
+    # -- the writer ------------------------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        stop = False
+        while not stop:
+            item = await self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            count = len(item[0])
+            deadline = time.monotonic() + self.batch_interval
+            while count < self.batch_size:
+                try:
+                    nxt = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        nxt = await asyncio.wait_for(self._queue.get(), remaining)
+                    except TimeoutError:
+                        break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+                count += len(nxt[0])
+            await self._write(batch)
+
+    async def _write(self, batch: list[_Item]) -> None:
+        records = [r for recs, _ in batch for r in recs]
+        assert self._repo is not None and self._journal is not None
+        error: BaseException | None = None
+        if self.db_available:
+            try:
+                stored = await self._db(self._repo.record, records)
+                self.stored += stored
+                metrics.STORAGE.labels("database").inc(stored)
+            except Exception as exc:
+                self._db_failed(exc)
+            else:
+                _resolve(batch, None)
+                return
+        try:
+            await self._io(self._journal.append, records)
+            self.journaled += len(records)
+            metrics.STORAGE.labels("journal").inc(len(records))
+            self._kick.set()
+        except JournalFull as exc:
+            self.rejected += len(records)
+            metrics.STORAGE.labels("rejected").inc(len(records))
+            log.error("incidents refused: database unavailable and %s", exc)
+            error = StorageUnavailable(f"database unavailable and {exc}")
+        _resolve(batch, error)
+
+    def _db_failed(self, exc: BaseException) -> None:
+        self.db_errors += 1
+        metrics.DB_ERRORS.inc()
+        if self.db_available:
+            log.warning("database write failed, using the journal: %s", str(exc) or type(exc).__name__)
+        self.db_available = False
+        self._kick.set()
+
+    # -- recovery and retention ------------------------------------------------------------------
+
+    async def _maintainer(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), self.retry_interval)
+            self._kick.clear()
+            if self._stopping:
+                return
+            if not self.db_available or self.journal_backlog:
+                await self._recover()
+            if self.retention_days and self.db_available and time.monotonic() >= self._next_purge:
+                await self._purge()
+
+    async def _recover(self) -> None:
+        """Probe the database; when it answers, replay the journal (idempotently)."""
+        assert self._repo is not None and self._journal is not None
+        try:
+            await self._db(self._repo.ping)
+            while (path := await self._io(self._journal.take)) is not None:
+                records = await self._io(Journal.read, path)
+                for start in range(0, len(records), self.batch_size):
+                    chunk = records[start : start + self.batch_size]
+                    replayed = await self._db(self._repo.record, chunk)
+                    self.replayed += replayed
+                    metrics.STORAGE.labels("replayed").inc(replayed)
+                await self._io(self._journal.done, path)
+        except Exception as exc:
+            self._db_failed(exc)
+            return
+        if not self.db_available:
+            log.info("database available again; journal replayed")
+        self.db_available = True
+
+    async def _purge(self) -> None:
+        assert self._repo is not None and self.retention_days
+        self._next_purge = time.monotonic() + PURGE_EVERY
+        before = datetime.now(UTC) - timedelta(days=self.retention_days)
+        try:
+            # Chunk by chunk, so incident writes interleave with a long purge.
+            while (n := await self._db(self._repo.purge_chunk, before, PURGE_CHUNK)) > 0:
+                self.purged += n
+                if n < PURGE_CHUNK or self._stopping:
+                    break
+        except Exception as exc:
+            self._db_failed(exc)
+
+    # -- threads ---------------------------------------------------------------------------------
+
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` in the database thread; give up waiting after ``db_timeout`` seconds."""
+        future = self._db_thread.submit(fn, *args)
+        # The call may still finish (even commit) after the timeout: the idempotent insert makes
+        # the journalled copy harmless. Retrieve its outcome so nothing is reported as unhandled.
+        future.add_done_callback(_consume)
+        return await asyncio.wait_for(asyncio.wrap_future(future), self.db_timeout)
+
+    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._io_thread, fn, *args)
+
+
+def _consume(future: ConcurrentFuture[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _resolve(batch: list[_Item], error: BaseException | None) -> None:
+    for _, done in batch:
+        if done.done():  # the submitter was cancelled (its session went away); nothing to tell
+            continue
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)

@@ -1,0 +1,93 @@
+"""Migrations from empty, the start-up schema check, and models matching the migrations."""
+
+from __future__ import annotations
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from click.testing import CliRunner
+from sqlalchemy import inspect, text
+
+from gateway.cli.common import cli
+from storage.db import (
+    SchemaOutOfDate,
+    check_schema,
+    current_revision,
+    downgrade,
+    head_revision,
+    is_sqlite,
+    make_engine,
+    upgrade,
+)
+from storage.models import Base
+
+pytest_plugins = ["tests.storage_fixtures"]
+
+
+def test_upgrade_from_empty_creates_the_table_at_head(db_url: str) -> None:
+    assert current_revision(db_url) is None
+    upgrade(db_url)
+    assert current_revision(db_url) == head_revision()
+    engine = make_engine(db_url)
+    try:
+        names = {c["name"] for c in inspect(engine).get_columns("incidents")}
+        uniques = inspect(engine).get_unique_constraints("incidents")
+    finally:
+        engine.dispose()
+    assert {"id", "fingerprint", "failed_recipient", "original_subject", "instance"} <= names
+    assert any(u["column_names"] == ["fingerprint"] for u in uniques)
+    upgrade(db_url)  # a second upgrade is a no-op
+    assert current_revision(db_url) == head_revision()
+
+
+def test_models_match_the_migrations(migrated_url: str) -> None:
+    engine = make_engine(migrated_url)
+    try:
+        with engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    finally:
+        engine.dispose()
+    assert diff == []
+
+
+def test_empty_database_is_refused_except_sqlite(db_url: str) -> None:
+    if is_sqlite(db_url):
+        check_schema(db_url)  # the embedded default creates itself
+        assert current_revision(db_url) == head_revision()
+        return
+    with pytest.raises(SchemaOutOfDate, match="bouncegw db upgrade"):
+        check_schema(db_url)
+
+
+def test_out_of_date_schema_is_detected(migrated_url: str) -> None:
+    downgrade(migrated_url, "base")  # back to before the first revision
+    with pytest.raises(SchemaOutOfDate, match="run `bouncegw db upgrade`"):
+        check_schema(migrated_url, auto_upgrade_sqlite=False)
+    upgrade(migrated_url)
+    check_schema(migrated_url, auto_upgrade_sqlite=False)
+
+
+def test_unknown_newer_revision_is_reported(migrated_url: str) -> None:
+    engine = make_engine(migrated_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = 'ffff_future'"))
+    finally:
+        engine.dispose()
+    with pytest.raises(SchemaOutOfDate, match=r"ffff_future.*does not know"):
+        check_schema(migrated_url, auto_upgrade_sqlite=False)
+
+
+def test_cli_db_upgrade_and_current(db_url: str) -> None:
+    runner = CliRunner()
+    import gateway.cli.db  # noqa: F401  (registers the command group)
+
+    result = runner.invoke(cli, ["db", "current", "--database", db_url])
+    assert result.exit_code == 1
+    assert "database: empty" in result.output
+    result = runner.invoke(cli, ["db", "upgrade", "--database", db_url])
+    assert result.exit_code == 0, result.output
+    assert f"to revision {head_revision()}" in result.output
+    result = runner.invoke(cli, ["db", "current", "--database", db_url])
+    assert result.exit_code == 0
+    assert f"database: {head_revision()}" in result.output

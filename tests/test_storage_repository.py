@@ -1,0 +1,163 @@
+"""Building incidents from a report, idempotent inserts, filters, pagination, stats, purge."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from storage.incidents import IncidentRecord, bounce_digest, build_incidents, new_incident_id
+from storage.repository import IncidentFilter, InvalidCursor, Repository
+from tests.storage_builders import context, family_report, records_for
+
+pytest_plugins = ["tests.storage_fixtures"]
+
+
+def test_build_incidents_one_per_family_recipient_in_id_order() -> None:
+    report = family_report(("a@contoso.example", "B@Contoso.example"))
+    ids = [new_incident_id(), new_incident_id()]
+    records = build_incidents(
+        report, context(), ids=ids, annotated=True, relay_outcome="250", instance="gw1", store_subjects=True
+    )
+    assert [r.id for r in records] == ids
+    assert [r.failed_recipient for r in records] == ["a@contoso.example", "b@contoso.example"]
+    first = records[0]
+    assert first.recipient_domain == "contoso.example"
+    assert first.sender == "alice@fabrikam.example" and first.sender_domain == "fabrikam.example"
+    assert first.status == "5.7.133" and first.variant == "group"
+    assert first.original_subject == "Quarterly report"
+    assert first.annotated is True and first.instance == "gw1" and first.relay_outcome == "250"
+    assert first.fingerprint != records[1].fingerprint
+    assert sorted(ids) == ids  # ULIDs sort by creation time
+
+
+def test_privacy_option_drops_the_subject_and_retry_keeps_the_fingerprint() -> None:
+    report = family_report()
+    kwargs = {"annotated": False, "relay_outcome": "250", "instance": "gw1"}
+    raw = b"the bounce bytes"
+    one = build_incidents(
+        report,
+        context(),
+        ids=[new_incident_id()],
+        store_subjects=False,
+        bounce_digest=bounce_digest(raw),
+        **kwargs,
+    )
+    retry = build_incidents(
+        report,
+        context(),
+        ids=[new_incident_id()],
+        store_subjects=True,
+        bounce_digest=bounce_digest(raw),
+        **kwargs,
+    )
+    assert one[0].original_subject is None
+    assert one[0].fingerprint == retry[0].fingerprint
+    other = build_incidents(
+        report,
+        context(),
+        ids=[new_incident_id()],
+        store_subjects=True,
+        bounce_digest=bounce_digest(b"x"),
+        **kwargs,
+    )
+    assert other[0].fingerprint != one[0].fingerprint
+    with pytest.raises(ValueError, match="ids"):
+        build_incidents(report, context(), ids=[], store_subjects=True, **kwargs)
+
+
+def test_record_is_idempotent_under_retries(repo: Repository) -> None:
+    records = records_for(5, recipients_per_bounce=2)
+    assert repo.record(records) == 10
+    assert repo.record(records) == 0
+    # An upstream retry: same bounce, new ids, same fingerprints.
+    retried = [IncidentRecord.from_dict({**r.to_dict(), "id": new_incident_id()}) for r in records]
+    assert repo.record(retried[:3] + records_for(1, tag="new")) == 1
+    assert repo.count(IncidentFilter()) == 11
+    stored = repo.get(records[0].id)
+    assert stored == records[0]
+
+
+def test_oversized_and_nul_values_are_stored_not_refused(repo: Repository) -> None:
+    [record] = records_for(1)
+    odd = IncidentRecord.from_dict(
+        {**record.to_dict(), "failed_recipient": "x" * 400 + "@e.example", "diagnostic": "a\x00b"}
+    )
+    assert repo.record([odd]) == 1
+    got = repo.get(odd.id)
+    assert got is not None and got.diagnostic == "ab" and len(got.failed_recipient or "") == 320
+
+
+def test_filters(repo: Repository) -> None:
+    start = datetime(2025, 5, 1, tzinfo=UTC)
+    records = records_for(30, start=start, step=timedelta(hours=1))
+    repo.record(records)
+
+    def ids(**kw: object) -> set[str]:
+        return {r.id for r in repo.iterate(IncidentFilter(**kw))}  # type: ignore[arg-type]
+
+    assert len(ids()) == 30
+    assert ids(since=start + timedelta(hours=10), until=start + timedelta(hours=20)) == {
+        r.id for r in records[10:20]
+    }
+    assert ids(recipient="GROUP3-0@contoso0.example") == {
+        r.id for r in records if r.failed_recipient == "group3-0@contoso0.example"
+    }
+    assert ids(domain="contoso1.example") == {
+        r.id for r in records if r.recipient_domain == "contoso1.example"
+    }
+    assert ids(sender="sender1@fabrikam1.example") == {
+        r.id for r in records if r.sender == "sender1@fabrikam1.example"
+    }
+    assert ids(sender="fabrikam0.example") == {
+        r.id for r in records if r.sender_domain == "fabrikam0.example"
+    }
+    assert ids(variant="user") == {r.id for r in records if r.variant == "user"}
+    assert ids(code="5.7.133") == {r.id for r in records}
+    assert ids(code="5.7.12") == set()
+
+
+def test_cursor_pagination_walks_everything_once(repo: Repository) -> None:
+    records = records_for(23)
+    repo.record(records)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = repo.query(IncidentFilter(), limit=5, cursor=cursor)
+        seen += [r.id for r in page.items]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == sorted((r.id for r in records), reverse=True)
+    with pytest.raises(InvalidCursor):
+        repo.query(IncidentFilter(), limit=5, cursor="not-a-cursor")
+
+
+def test_stats(repo: Repository) -> None:
+    start = datetime(2025, 5, 1, 22, tzinfo=UTC)
+    records = records_for(6, start=start, step=timedelta(hours=1))  # 22:00 .. 03:00 next day
+    repo.record(records)
+    days = repo.stats("day", IncidentFilter())
+    assert [(d.key, d.count) for d in days] == [("2025-05-01", 2), ("2025-05-02", 4)]
+    assert days[0].first_seen == start and days[1].last_seen == start + timedelta(hours=5)
+    variants = {s.key: s.count for s in repo.stats("variant", IncidentFilter())}
+    assert variants == {"group": 3, "user": 3}
+    by_sender = repo.stats("sender-domain", IncidentFilter(since=start + timedelta(hours=2)))
+    assert sum(s.count for s in by_sender) == 4
+    assert {s.key for s in repo.stats("domain", IncidentFilter())} == {
+        f"contoso{i}.example" for i in range(3)
+    }
+    assert repo.stats("recipient", IncidentFilter())[0].count >= 1
+    with pytest.raises(ValueError, match="unknown stats key"):
+        repo.stats("colour", IncidentFilter())
+
+
+def test_purge_in_chunks(repo: Repository) -> None:
+    now = datetime.now(UTC)
+    old = records_for(12, start=now - timedelta(days=40), step=timedelta(minutes=1))
+    new = records_for(3, tag="n", start=now - timedelta(days=1))
+    repo.record(old + new)
+    progress: list[int] = []
+    assert repo.purge(now - timedelta(days=30), chunk=5, progress=progress.append) == 12
+    assert progress == [5, 5, 2]
+    assert {r.id for r in repo.iterate(IncidentFilter())} == {r.id for r in new}
