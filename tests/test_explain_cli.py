@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 from pathlib import Path
 
@@ -41,6 +43,43 @@ def test_explain_json_batch_continues_after_errors(tmp_path: Path) -> None:
 def test_explain_human_summary(tmp_path: Path) -> None:
     f = tmp_path / "ndr.eml"
     f.write_bytes(POSITIVES[0].data)
-    result = CliRunner().invoke(cli, ["explain", str(f)])
+    result = CliRunner().invoke(cli, ["explain", "--summary", str(f)])
     assert result.exit_code == 0
     assert "sender_not_authenticated/organization" in result.output
+
+
+def test_explain_prints_the_annotated_message(tmp_path: Path) -> None:
+    f = tmp_path / "ndr.eml"
+    f.write_bytes(POSITIVES[0].data)
+    result = CliRunner().invoke(cli, ["explain", str(f)], env={"BOUNCEGW_EXPLAIN__LANGUAGES": "en"})
+    assert result.exit_code == 0
+    out = result.stdout_bytes
+    assert out.startswith(b"X-Bouncegw-Explained: 5.7.12\r\n")
+    assert out.endswith(POSITIVES[0].data[-200:])  # the rest of the message follows
+    text = email.message_from_bytes(out, policy=email.policy.default)
+    plain = next(p for p in text.walk() if p.get_content_type() == "text/plain")
+    assert "authenticated senders" in plain.get_content()
+
+
+def test_explain_preview_uses_an_override_template(tmp_path: Path) -> None:
+    """An admin edits a template in the configured directory and previews the result."""
+    templates = tmp_path / "templates" / "en"
+    templates.mkdir(parents=True)
+    shipped = Path(gateway.cli.explain.__file__).parents[1] / "templates" / "en" / "block.txt.j2"
+    (templates / "block.txt.j2").write_text("OUR HELPDESK NOTE\n" + shipped.read_text())
+    config = tmp_path / "bouncegw.toml"
+    config.write_text(f'[explain]\nlanguages = ["en"]\ntemplate_dir = "{tmp_path / "templates"}"\n')
+    f = tmp_path / "ndr.eml"
+    f.write_bytes(POSITIVES[0].data)
+    result = CliRunner().invoke(cli, ["explain", "--config", str(config), str(f)])
+    assert result.exit_code == 0, result.output
+    assert b"OUR HELPDESK NOTE" in result.stdout_bytes
+
+
+def test_explain_leaves_other_mail_alone(tmp_path: Path) -> None:
+    f = tmp_path / "plain.eml"
+    f.write_bytes(next(n for n in NEGATIVES if n.name.startswith("mysql")).data)
+    result = CliRunner().invoke(cli, ["explain", str(f)])
+    assert result.exit_code == 0
+    assert result.stdout_bytes == b""
+    assert "relays it unchanged" in result.stderr

@@ -1,8 +1,12 @@
-"""``bouncegw explain [--json] FILE...``: parse and classify bounce files offline.
+"""``bouncegw explain [--json | --summary] FILE...``: what bouncegw would do with bounce files.
 
-With ``--json`` each file yields exactly one JSON object on its own line; a file
-that cannot be read or parsed yields ``{"file": ..., "error": ...}`` and makes the
-exit status non-zero once the whole batch has been processed.
+Without options each family bounce is printed as bouncegw would relay it, with
+the explanation block in place, using the configured templates and languages
+(``--config``): the way to preview a template change. ``--summary`` prints one
+line per recipient instead. With ``--json`` each file yields exactly one JSON
+object on its own line. A file that cannot be read or parsed yields an error
+(``{"file": ..., "error": ...}`` with ``--json``) and makes the exit status
+non-zero once the whole batch has been processed.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Any
 
 import click
 
-from gateway.cli.common import cli
+from gateway.cli.common import cli, config_option, settings_from
 from gateway.report import BounceReport
 
 
@@ -60,12 +64,18 @@ def _summary(path: str, report: BounceReport) -> str:
 
 
 @cli.command("explain")
+@config_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file, one per line.")
+@click.option("--summary", is_flag=True, help="One line per recipient instead of the annotated message.")
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=str))
-def explain(as_json: bool, files: tuple[str, ...]) -> None:
-    """Parse bounce FILES and show each recipient's status and family classification."""
-    from gateway.dsn import ParseError
+def explain(config_file: Path | None, as_json: bool, summary: bool, files: tuple[str, ...]) -> None:
+    """Show how bouncegw reads bounce FILES, or the annotated message it would relay."""
+    from datetime import UTC, datetime
 
+    from gateway.dsn import ParseError
+    from gateway.explain import ExplainError, annotate
+
+    settings = settings_from(config_file) if not (as_json or summary) else None
     failed = False
     for path in files:
         try:
@@ -80,7 +90,24 @@ def explain(as_json: bool, files: tuple[str, ...]) -> None:
             continue
         if as_json:
             click.echo(json.dumps(report_json(path, report), ensure_ascii=False))
-        else:
+        elif summary or settings is None:
             click.echo(_summary(path, report))
+        elif not report.family:
+            click.echo(f"{path}: no recipient in the 5.7.12 family; bouncegw relays it unchanged", err=True)
+        else:
+            try:
+                annotated = annotate(
+                    Path(path).read_bytes(),
+                    report,
+                    incident_ids=None,
+                    now=datetime.now(UTC),
+                    settings=settings.explain,
+                )
+            except ExplainError as exc:
+                failed = True
+                click.echo(f"{path}: cannot annotate ({exc}); bouncegw would relay the original", err=True)
+                continue
+            sys.stdout.buffer.write(annotated)
+            sys.stdout.buffer.flush()
     if failed:
         sys.exit(1)
