@@ -82,7 +82,7 @@ class App:
         self._http_task: asyncio.Task[None] | None = None
         self._jobs: list[asyncio.Task[Any]] = []
 
-    async def start(self, sock: socket.socket | None = None) -> None:
+    async def start(self, sock: socket.socket | None = None, http_sock: socket.socket | None = None) -> None:
         # An out-of-date schema stops the start here, with the message saying what to run
         # (the embedded SQLite default creates and upgrades itself).
         await asyncio.to_thread(check_schema, self.settings.database.url)
@@ -92,7 +92,7 @@ class App:
         if isinstance(self.next_hop, SmtpNextHop):
             self._jobs.append(loop.create_task(self._prune(self.next_hop)))
         self._jobs.append(loop.create_task(self._refresh_metrics()))
-        await self._start_http()
+        await self._start_http(http_sock)
         log.info(
             "listening",
             extra={
@@ -103,7 +103,7 @@ class App:
             },
         )
 
-    async def _start_http(self) -> None:
+    async def _start_http(self, sock: socket.socket | None) -> None:
         self.repository = await asyncio.to_thread(Repository.from_url, self.settings.database.url)
         token = self.settings.admin.api_token
         app = create_admin_app(
@@ -116,7 +116,7 @@ class App:
             app, host=host, port=port, log_config=None, access_log=False, lifespan="off", server_header=False
         )
         self.http = _EmbeddedUvicorn(config)
-        task = self._http_task = asyncio.get_running_loop().create_task(self.http.serve())
+        task = self._http_task = asyncio.get_running_loop().create_task(self.http.serve(sockets=[sock] if sock else None))
         while not self.http.started:
             if task.done():
                 task.result()  # raises what made uvicorn give up (e.g. the port is taken)
@@ -160,15 +160,19 @@ class App:
             await asyncio.to_thread(self.repository.close)
 
 
-async def run(settings: Settings) -> None:
-    """Serve until SIGTERM or SIGINT, then stop gracefully."""
+async def run(
+    settings: Settings, *, smtp_socket: socket.socket | None = None, http_socket: socket.socket | None = None
+) -> None:
+    """Serve until SIGTERM or SIGINT, then stop gracefully (sockets: pre-bound, for workers)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # Before anything listens: a SIGTERM during start-up still means a graceful stop.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # A worker process starts with these blocked (gateway.workers): deliver any pending one now.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
     app = App(settings)
-    await app.start()
+    await app.start(smtp_socket, http_socket)
     await stop.wait()
     log.info("stopping: waiting up to %.0fs for transactions in flight", settings.listener.grace_period)
     await app.stop()

@@ -91,6 +91,8 @@ class ListenerSettings(_Section):
     auth_users: dict[str, SecretStr] = {}
     #: Refuse MAIL from clients that have not authenticated.
     require_auth: bool = False
+    #: Worker processes serving the port (SO_REUSEPORT); defaults to the number of CPUs.
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
     #: SIGTERM: how long transactions in flight may take to finish.
     grace_period: float = Field(default=30.0, ge=0)
 
@@ -256,6 +258,7 @@ FLAG_KEYS: Mapping[str, tuple[str, str]] = {
     "next_hop": ("next_hop", "address"),
     "database": ("database", "url"),
     "http": ("admin", "http"),
+    "workers": ("listener", "workers"),
     "log_level": ("log", "level"),
     "log_format": ("log", "format"),
 }

@@ -19,6 +19,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -169,3 +170,20 @@ class Journal:
             _fsync_dir(path.parent)
             self._records = max(0, self._records - lines)
             self._bytes = max(0, self._bytes - size)
+
+
+_WORKER_SUFFIX = re.compile(r"\.w\d+$")
+
+
+def sibling_journals(path: Path) -> list[Path]:
+    """Other journals of the same gateway on this host: ``<stem>[.w<N>]<suffix>`` beside ``path``.
+
+    Worker ``i`` of a gateway run with ``--workers N`` journals to ``<stem>.w<i><suffix>``. When a
+    gateway restarts with fewer workers (or as one process), journals of the workers that are gone
+    would never be replayed; a recorder adopts every sibling no live process holds the lock of.
+    """
+    base = _WORKER_SUFFIX.sub("", path.stem)
+    pattern = re.compile(re.escape(base) + r"(?:\.w\d+)?" + re.escape(path.suffix) + r"$")
+    if not path.parent.is_dir():
+        return []
+    return sorted(p for p in path.parent.iterdir() if p != path and pattern.fullmatch(p.name))

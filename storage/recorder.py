@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway import metrics
 from storage.incidents import IncidentRecord
-from storage.journal import Journal, JournalFull
+from storage.journal import Journal, JournalFull, JournalLocked, sibling_journals
 from storage.repository import Repository
 
 if TYPE_CHECKING:
@@ -270,6 +270,29 @@ class Recorder:
         if not self.db_available:
             log.info("database available again; journal replayed")
         self.db_available = True
+        await self._adopt()
+
+    async def _adopt(self) -> None:
+        """Replay sibling journals that no live process owns (workers of an earlier, larger run)."""
+        assert self._repo is not None
+        for path in await self._io(sibling_journals, self.journal_path):
+            try:
+                journal = await self._io(Journal, path, self.journal_max_bytes)
+            except JournalLocked:
+                continue  # a live worker owns it and replays it itself
+            try:
+                while (taken := await self._io(journal.take)) is not None:
+                    records = await self._io(Journal.read, taken)
+                    log.info("replaying %d incidents from %s", len(records), taken)
+                    for start in range(0, len(records), self.batch_size):
+                        chunk = records[start : start + self.batch_size]
+                        self.replayed += await self._db(self._repo.record, chunk)
+                    await self._io(journal.done, taken)
+            except Exception as exc:
+                self._db_failed(exc)
+                return
+            finally:
+                journal.close()
 
     async def _purge(self) -> None:
         assert self._repo is not None and self.retention_days

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-import gateway.cli.explain  # noqa: F401  (registers the command)
+import gateway.cli.explain
 from gateway.cli.common import cli
 from tests.positives import NEGATIVES, POSITIVES
 

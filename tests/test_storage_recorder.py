@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from storage.db import upgrade
+from storage.journal import Journal
 from storage.recorder import Recorder, StorageUnavailable
 from storage.repository import IncidentFilter, Repository
 from tests.storage_builders import records_for
@@ -132,6 +133,36 @@ async def test_journal_survives_a_restart_and_a_repeated_replay(tmp_path: Path) 
     assert third.journal_backlog == 0 and third.replayed == 0
     await third.stop()
     assert count(url) == 15
+
+
+async def test_journals_of_workers_that_are_gone_are_adopted(tmp_path: Path) -> None:
+    """Run with two workers while the database is down, restart as one process: nothing is lost."""
+    url = f"sqlite:///{tmp_path / 'gw.sqlite3'}"
+    upgrade(url)
+    locker = sqlite3.connect(tmp_path / "gw.sqlite3", isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    workers = [
+        Recorder(url, tmp_path / "journal" / f"incidents.w{i}.jsonl", db_timeout=0.5, retry_interval=60)
+        for i in range(2)
+    ]
+    batches = [records_for(4, tag="w0"), records_for(6, tag="w1")]
+    for worker, batch in zip(workers, batches, strict=True):
+        await worker.start()
+        await worker.submit(batch)
+    for worker in workers:
+        await worker.stop()
+    journals = tmp_path / "journal"
+    left = [p for p in journals.iterdir() if p.name.startswith("incidents.w") and not p.name.endswith(".lock")]
+    assert sum(len(Journal.read(p)) for p in left) == 10  # both workers journaled everything
+    locker.execute("COMMIT")
+    locker.close()
+
+    single = recorder(url, tmp_path)  # journal_path incidents.jsonl: the w0/w1 files are siblings
+    await single.start()
+    await single.stop()
+    assert count(url) == 10
+    # (a worker's database thread may still commit its batch late; the journal copy is then a no-op)
+    assert [p.name for p in journals.iterdir() if not p.name.endswith(".lock")] == []
 
 
 @pytest.mark.postgres

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
 
 import click
@@ -16,6 +17,7 @@ from gateway.cli.common import cli, config_option, settings_from
 @click.option("--next-hop", metavar="HOST:PORT|maildir:PATH", help="Where mail goes on [127.0.0.1:10026].")
 @click.option("--database", metavar="URL", help="SQLAlchemy database URL [sqlite:///var/bouncegw.sqlite3].")
 @click.option("--http", metavar="HOST:PORT", help="Admin HTTP address [127.0.0.1:8025].")
+@click.option("--workers", type=click.IntRange(1, 256), help="Worker processes [number of CPUs].")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.option("--log-format", type=click.Choice(["json", "text"]))
 def serve(
@@ -24,11 +26,11 @@ def serve(
     next_hop: str | None,
     database: str | None,
     http: str | None,
+    workers: int | None,
     log_level: str | None,
     log_format: str | None,
 ) -> None:
     """Relay mail to the next hop, explaining and recording 5.7.12-family bounces."""
-    from gateway.app import run
     from gateway.logs import setup_logging
 
     settings = settings_from(
@@ -38,12 +40,21 @@ def serve(
             "next_hop": next_hop,
             "database": database,
             "http": http,
+            "workers": workers,
             "log_level": log_level,
             "log_format": log_format,
         },
     )
     setup_logging(settings.log.level, settings.log.format)
     try:
-        asyncio.run(run(settings))
+        if settings.listener.workers == 1:
+            from gateway.app import run
+
+            asyncio.run(run(settings))
+            return
+        from gateway import workers as supervisor
+
+        supervisor.use_multiprocess_metrics()  # before anything imports gateway.metrics
+        sys.exit(supervisor.supervise(settings, settings.listener.workers))
     except OSError as exc:
         raise click.ClickException(f"cannot start: {exc.strerror or exc}") from None

@@ -1,0 +1,90 @@
+"""``bouncegw serve --workers 2``: one port, several processes, summed metrics, graceful stop, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import smtplib
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.positives import POSITIVES
+from tests.recording_server import RecordingServer
+from tests.test_relay import MESSAGE
+from tests.test_serve_process import free_port, wait_for_port
+
+
+def metric(text: str, name: str) -> float:
+    match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.MULTILINE)
+    assert match, f"{name} not in the exposition"
+    return float(match.group(1))
+
+
+async def start_workers(hop: RecordingServer, tmp_path: Path, workers: int = 2) -> tuple[asyncio.subprocess.Process, int, int]:
+    port, http = free_port(), free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "serve", "--workers", str(workers),
+        "--listen", f"127.0.0.1:{port}", "--next-hop", hop.address, "--http", f"127.0.0.1:{http}",
+        "--database", f"sqlite:///{tmp_path / 'gw.sqlite3'}",
+        cwd=tmp_path,
+        env={**os.environ, "BOUNCEGW_NEXT_HOP__TLS": "none", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")},
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    await wait_for_port(port, proc)
+    await wait_for_port(http, proc)
+    return proc, port, http
+
+
+def send(port: int, data: bytes) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
+        smtp.sendmail("", ["sender@example.org"], data)
+
+
+async def test_two_workers_share_the_port_and_the_metrics(hop: RecordingServer, tmp_path: Path) -> None:
+    proc, port, http = await start_workers(hop, tmp_path)
+    try:
+        family = POSITIVES[0].data
+        for index in range(20):
+            await asyncio.to_thread(send, port, family if index % 4 == 0 else MESSAGE)
+        assert len(hop.messages) == 20
+        # each worker keeps its own pool, so two workers mean at least two next-hop connections
+        assert hop.connections >= 2
+        text = await asyncio.to_thread(lambda: httpx.get(f"http://127.0.0.1:{http}/metrics", timeout=10).text)
+        assert metric(text, 'bouncegw_messages_total{outcome="relayed"}') == 20  # summed over workers
+        assert metric(text, "bouncegw_incidents_recorded_total") == 5
+        journals = sorted(p.name for p in (tmp_path / "var" / "journal").iterdir() if p.suffix == ".lock")
+        assert journals == ["incidents.w0.jsonl.lock", "incidents.w1.jsonl.lock"]  # one journal each
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    stopped = [json.loads(line) for line in err.decode().splitlines() if '"worker %d stopped"' in line or "stopped" in line]
+    assert sum(1 for line in stopped if line.get("msg", "").startswith("worker")) == 2
+
+
+async def test_a_killed_worker_is_replaced(hop: RecordingServer, tmp_path: Path) -> None:
+    proc, port, http = await start_workers(hop, tmp_path)
+    try:
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert len(children) == 2
+        os.kill(int(children[0]), signal.SIGKILL)
+        for _ in range(100):
+            now = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            if len(now) == 2 and children[0] not in now:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the killed worker was not replaced")
+        await asyncio.sleep(1.5)  # the new worker binds its sockets
+        for _ in range(10):
+            await asyncio.to_thread(send, port, MESSAGE)
+        assert len(hop.messages) == 10
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.communicate(), 30)
