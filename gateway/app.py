@@ -116,7 +116,9 @@ class App:
             app, host=host, port=port, log_config=None, access_log=False, lifespan="off", server_header=False
         )
         self.http = _EmbeddedUvicorn(config)
-        task = self._http_task = asyncio.get_running_loop().create_task(self.http.serve(sockets=[sock] if sock else None))
+        task = self._http_task = asyncio.get_running_loop().create_task(
+            self.http.serve(sockets=[sock] if sock else None)
+        )
         while not self.http.started:
             if task.done():
                 task.result()  # raises what made uvicorn give up (e.g. the port is taken)

@@ -144,7 +144,9 @@ def supervise(settings: Settings, workers: int) -> int:
                 if proc.exitcode != 0:
                     status = 1
                 continue
-            log.error("worker %d exited unexpectedly; restarting it", index, extra={"exit_code": proc.exitcode})
+            log.error(
+                "worker %d exited unexpectedly; restarting it", index, extra={"exit_code": proc.exitcode}
+            )
             if time.monotonic() - started[index] < RESTART_BACKOFF:
                 time.sleep(RESTART_BACKOFF)
             if not stopping:

@@ -152,7 +152,9 @@ async def test_journals_of_workers_that_are_gone_are_adopted(tmp_path: Path) -> 
     for worker in workers:
         await worker.stop()
     journals = tmp_path / "journal"
-    left = [p for p in journals.iterdir() if p.name.startswith("incidents.w") and not p.name.endswith(".lock")]
+    left = [
+        p for p in journals.iterdir() if p.name.startswith("incidents.w") and not p.name.endswith(".lock")
+    ]
     assert sum(len(Journal.read(p)) for p in left) == 10  # both workers journaled everything
     locker.execute("COMMIT")
     locker.close()

@@ -25,14 +25,31 @@ def metric(text: str, name: str) -> float:
     return float(match.group(1))
 
 
-async def start_workers(hop: RecordingServer, tmp_path: Path, workers: int = 2) -> tuple[asyncio.subprocess.Process, int, int]:
+async def start_workers(
+    hop: RecordingServer, tmp_path: Path, workers: int = 2
+) -> tuple[asyncio.subprocess.Process, int, int]:
     port, http = free_port(), free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "serve", "--workers", str(workers),
-        "--listen", f"127.0.0.1:{port}", "--next-hop", hop.address, "--http", f"127.0.0.1:{http}",
-        "--database", f"sqlite:///{tmp_path / 'gw.sqlite3'}",
+        sys.executable,
+        "-m",
+        "gateway",
+        "serve",
+        "--workers",
+        str(workers),
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--next-hop",
+        hop.address,
+        "--http",
+        f"127.0.0.1:{http}",
+        "--database",
+        f"sqlite:///{tmp_path / 'gw.sqlite3'}",
         cwd=tmp_path,
-        env={**os.environ, "BOUNCEGW_NEXT_HOP__TLS": "none", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")},
+        env={
+            **os.environ,
+            "BOUNCEGW_NEXT_HOP__TLS": "none",
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+        },
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
     )
@@ -64,12 +81,16 @@ async def test_two_workers_share_the_port_and_the_metrics(hop: RecordingServer, 
         proc.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err.decode()[-2000:]
-    stopped = [json.loads(line) for line in err.decode().splitlines() if '"worker %d stopped"' in line or "stopped" in line]
+    stopped = [
+        json.loads(line)
+        for line in err.decode().splitlines()
+        if '"worker %d stopped"' in line or "stopped" in line
+    ]
     assert sum(1 for line in stopped if line.get("msg", "").startswith("worker")) == 2
 
 
 async def test_a_killed_worker_is_replaced(hop: RecordingServer, tmp_path: Path) -> None:
-    proc, port, http = await start_workers(hop, tmp_path)
+    proc, port, _ = await start_workers(hop, tmp_path)
     try:
         children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
         assert len(children) == 2
