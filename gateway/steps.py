@@ -13,6 +13,7 @@ Each step does one thing and, on failure, leaves the message as it was
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import Counter
 
@@ -28,8 +29,8 @@ from storage.recorder import Recorder
 
 log = logging.getLogger(__name__)
 
-#: Messages larger than this are parsed in a worker thread, so that a 30 MB
-#: bounce does not stall every other session on the event loop (invariant 4).
+#: Messages larger than this are parsed and annotated in a worker thread, so that
+#: a 30 MB bounce does not stall every other session on the event loop (invariant 4).
 PARSE_INLINE_LIMIT = 256 * 1024
 
 
@@ -107,14 +108,19 @@ class Explain:
             # the upstream keeps it and retries; ordinary mail is not affected.
             raise Deferred(replies.STORAGE_UNAVAILABLE)
         message.incident_ids = tuple(new_incident_id() for _ in report.family)
+        explain = functools.partial(
+            annotate,
+            message.original,
+            report,
+            incident_ids=message.incident_ids,
+            now=ctx.received_at,
+            settings=self.settings.explain,
+        )
         try:
-            message.data = annotate(
-                message.original,
-                report,
-                incident_ids=message.incident_ids,
-                now=ctx.received_at,
-                settings=self.settings.explain,
-            )
+            if len(message.original) > PARSE_INLINE_LIMIT:
+                message.data = await asyncio.to_thread(explain)
+            else:
+                message.data = explain()
         except AlreadyExplained:
             self.counters.annotations["already_explained"] += 1
             metrics.ANNOTATIONS.labels("already_explained").inc()

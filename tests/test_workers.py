@@ -8,11 +8,13 @@ import os
 import re
 import signal
 import smtplib
+import socket
 import sys
 from pathlib import Path
 
 import httpx
 
+from gateway.workers import reuseport_socket
 from tests.positives import POSITIVES
 from tests.recording_server import RecordingServer
 from tests.test_relay import MESSAGE
@@ -109,3 +111,26 @@ async def test_a_killed_worker_is_replaced(hop: RecordingServer, tmp_path: Path)
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.communicate(), 30)
+
+
+async def test_worker_sockets_get_tcp_nodelay() -> None:
+    """Accepted connections must have TCP_NODELAY, or every reply waits ~40 ms for Nagle/delayed ACK."""
+    sock = reuseport_socket("127.0.0.1:0", listen=True)
+    accepted: list[asyncio.BaseTransport] = []
+
+    class Grab(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            accepted.append(transport)
+
+    server = await asyncio.get_running_loop().create_server(Grab, sock=sock)
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", sock.getsockname()[1])
+        while not accepted:
+            await asyncio.sleep(0.01)
+        peer = accepted[0].get_extra_info("socket")
+        assert peer.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        writer.close()
+        accepted[0].close()
+    finally:
+        server.close()
+        await server.wait_closed()
