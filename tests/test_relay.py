@@ -33,6 +33,10 @@ MESSAGE = (
 )
 
 
+#: A client's transaction up to the DATA command, for raw dialogues.
+UP_TO_DATA = [b"EHLO c\r\n", b"MAIL FROM:<a@example.org>\r\n", b"RCPT TO:<b@example.com>\r\n", b"DATA\r\n"]
+
+
 def send(port: int, sender: str, rcpts: list[str], data: bytes, **kw: Any) -> dict[str, tuple[int, bytes]]:
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
         return client.sendmail(sender, rcpts, data, **kw)
@@ -277,10 +281,7 @@ async def test_oversize_by_size_parameter_and_by_data(
         dialogue,
         app.gateway.port,
         [
-            b"EHLO c\r\n",
-            b"MAIL FROM:<a@example.org>\r\n",
-            b"RCPT TO:<b@example.com>\r\n",
-            b"DATA\r\n",
+            *UP_TO_DATA,
             big * 10,
             b".\r\n",
             b"QUIT\r\n",
@@ -296,10 +297,7 @@ async def test_long_line_is_refused(hop: RecordingServer, make_gateway: GatewayF
         dialogue,
         app.gateway.port,
         [
-            b"EHLO c\r\n",
-            b"MAIL FROM:<a@example.org>\r\n",
-            b"RCPT TO:<b@example.com>\r\n",
-            b"DATA\r\n",
+            *UP_TO_DATA,
             b"Subject: x\r\n\r\n" + b"z" * 1200 + b"\r\n.\r\n",
             b"QUIT\r\n",
         ],
@@ -367,10 +365,7 @@ async def test_bare_lf_dot_smuggling_stays_one_message(
         dialogue,
         app.gateway.port,
         [
-            b"EHLO c\r\n",
-            b"MAIL FROM:<a@example.org>\r\n",
-            b"RCPT TO:<b@example.com>\r\n",
-            b"DATA\r\n",
+            *UP_TO_DATA,
             smuggled,
             b"QUIT\r\n",
         ],
@@ -435,7 +430,7 @@ async def test_slow_client_is_cut_off_by_data_timeout(
         with socket.create_connection(("127.0.0.1", app.gateway.port), timeout=10) as sock:
             reader = sock.makefile("rb")
             reader.readline()
-            sock.sendall(b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n")
+            sock.sendall(b"".join(UP_TO_DATA))
             lines = [reader.readline()]
             while not lines[-1].startswith(b"354"):
                 lines.append(reader.readline())
