@@ -6,16 +6,22 @@ import asyncio
 import email
 import email.policy
 import hashlib
+import json
+import subprocess
+import sys
 
 import httpx
 import pytest
 
 from gateway import classify, dsn
+from storage.db import SchemaOutOfDate, upgrade
 from storage.repository import IncidentFilter, Repository
 from tests.conftest import GatewayFactory
 from tests.positives import NEGATIVES, POSITIVES
 from tests.recording_server import RecordingServer
 from tests.test_relay import MESSAGE, asend
+
+pytest_plugins = ["tests.storage_fixtures"]
 
 
 def delivery_status_fields(data: bytes) -> list[list[tuple[str, str]]]:
@@ -121,3 +127,28 @@ async def test_deferred_relay_records_nothing(hop: RecordingServer, make_gateway
         await asend(app.gateway.port, "", ["sender@example.org"], positive.data)
     rows = await asyncio.to_thread(incidents, f"http://127.0.0.1:{app.http_port}")
     assert rows == []
+
+
+async def test_recorded_on_either_database_and_queryable_at_once(
+    db_url: str, hop: RecordingServer, make_gateway: GatewayFactory
+) -> None:
+    if db_url.startswith("postgresql"):
+        # serve refuses a PostgreSQL schema that is not up to date, and says what to run
+        with pytest.raises(SchemaOutOfDate, match="bouncegw db upgrade"):
+            await make_gateway(hop.address, {"database.url": db_url})
+        await asyncio.to_thread(upgrade, db_url)
+    app = await make_gateway(hop.address, {"database.url": db_url})
+    positive = next(p for p in POSITIVES if len(p.expected) == 1)
+    await asend(app.gateway.port, "", ["sender@example.org"], positive.data)
+    # no waiting: the incident is durable before the upstream hears 250
+    rows = await asyncio.to_thread(incidents, f"http://127.0.0.1:{app.http_port}")
+    assert [(r["failed_recipient"], r["status"]) for r in rows] == [
+        (positive.expected[0][0].lower(), positive.expected[0][1])
+    ]
+    listed = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "gateway", "incidents", "list", "--database", db_url, "--format", "json"],
+        capture_output=True,
+        check=True,
+    )
+    assert [r["id"] for r in json.loads(listed.stdout)] == [rows[0]["id"]]

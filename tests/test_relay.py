@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import smtplib
 import socket
@@ -553,3 +554,39 @@ async def test_maildir_next_hop_writes_each_message_once(tmp_path: Any, make_gat
     assert len(files) == 1
     assert files[0].read_bytes() == b"Return-Path: <>\r\n" + MESSAGE
     assert list((tmp_path / "outbox" / "tmp").iterdir()) == []
+
+
+async def test_auth_to_the_next_hop(hop: RecordingServer, make_gateway: GatewayFactory) -> None:
+    hop.extensions.append("AUTH PLAIN LOGIN")
+    app = await make_gateway(hop.address, {"next_hop.username": "relay", "next_hop.password": "pa55"})
+    await asend(app.gateway.port, "a@example.org", ["b@example.com"], MESSAGE)
+    assert len(hop.messages) == 1
+    auth = [c for c in hop.commands if c.upper().startswith("AUTH")]
+    assert auth == ["AUTH PLAIN " + base64.b64encode(b"\0relay\0pa55").decode()]
+
+
+async def test_next_hop_refusing_our_auth_is_4xx(hop: RecordingServer, make_gateway: GatewayFactory) -> None:
+    hop.extensions.append("AUTH PLAIN LOGIN")
+    hop.replies["AUTH"] = lambda _: "535 5.7.8 Authentication credentials invalid"
+    app = await make_gateway(hop.address, {"next_hop.username": "relay", "next_hop.password": "wrong"})
+    with pytest.raises(smtplib.SMTPSenderRefused) as info:
+        await asend(app.gateway.port, "a@example.org", ["b@example.com"], MESSAGE)
+    assert info.value.smtp_code == 451 and info.value.smtp_error.startswith(b"4.7.0")
+    assert hop.messages == []
+
+
+async def test_sessions_beyond_the_limit_get_421(hop: RecordingServer, make_gateway: GatewayFactory) -> None:
+    app = await make_gateway(hop.address, {"listener.max_sessions": 1})
+
+    def two_sessions() -> tuple[str, str]:
+        with socket.create_connection(("127.0.0.1", app.gateway.port), timeout=10) as first:
+            greeting = first.makefile("rb").readline().decode()
+            with socket.create_connection(("127.0.0.1", app.gateway.port), timeout=10) as second:
+                refused = second.makefile("rb").readline().decode()
+            return greeting, refused
+
+    greeting, refused = await asyncio.to_thread(two_sessions)
+    assert greeting.startswith("220 ")
+    assert refused.startswith("421 4.3.2")
+    await asend(app.gateway.port, "a@example.org", ["b@example.com"], MESSAGE)  # and after, served again
+    assert len(hop.messages) == 1
