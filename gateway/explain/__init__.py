@@ -64,11 +64,13 @@ def annotate(
         validate.check_structure(
             data,
             output,
+            prefix,
+            edits,
+            types=[part.content_type for part in parts],
             markers={
                 "text/plain": rendered.text.split("\n", 2)[1],
                 "text/html": 'class="bouncegw-explained"',
             },
-            edited=len(edits),
         )
         if dkim.enabled(settings):
             output = dkim.resign(output, settings)

@@ -16,7 +16,9 @@ from __future__ import annotations
 import functools
 import re
 import textwrap
+import threading
 import unicodedata
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -198,18 +200,106 @@ def render(
     """Render every configured language, in order, into one text block and one HTML block."""
     if not report.family:
         raise ValueError("no recipient of the family to explain")
-    env = environment or build_environment(settings.template_dir)
     context = _context(report, incident_ids, now)
-    texts = [env.get_template(f"{lang}/block.txt.j2").render(context) for lang in settings.languages]
+    if environment is None and settings.template_dir is None:
+        return _cached_render(context, tuple(settings.languages))
+    env = environment or build_environment(settings.template_dir)
+    return _render(env, context, settings.languages)
+
+
+def _render(env: jinja2.Environment, context: dict[str, Any], languages: Sequence[str]) -> Rendered:
+    texts = [env.get_template(f"{lang}/block.txt.j2").render(context) for lang in languages]
     # The output of an autoescaped template is already safe HTML: mark it so the frame keeps it.
     htmls = [
         Markup(env.get_template(f"{lang}/block.html.j2").render(context))  # noqa: S704
-        for lang in settings.languages
+        for lang in languages
     ]
     frame_context = dict(context, blocks=texts)
     text = env.get_template("frame.txt.j2").render(frame_context)
     html = env.get_template("frame.html.j2").render(dict(context, blocks=htmls))
     return Rendered(text=_tidy(text), html=_tidy(html))
+
+
+# -- the skeleton cache ---------------------------------------------------------------------------
+#
+# Six sandboxed Jinja renders cost about a millisecond per bounce, yet most of the block is the
+# same for every bounce of one recipient: only the incident ids, the time, and the original's
+# subject and date change from one bounce to the next. The packaged templates insert those four
+# as they are (escaped in HTML, never wrapped or tested except for emptiness), so the block is
+# rendered once per "skeleton" (the context with each of them replaced by a sentinel) and the
+# values are put in place of the sentinels afterwards. The first use of a skeleton renders the
+# real context too and keeps the skeleton only if filling it in gives exactly the same bytes;
+# otherwise that skeleton is always rendered in full. An override directory (whose templates may
+# use the values differently, and are reloaded when edited) always gets the full render.
+
+#: Sentinels hold a NUL, which sanitise() removes from every value, so no value can forge one.
+_SENTINEL = "\x00bgw{}\x00"
+_SKELETON_CACHE_SIZE = 512
+#: key -> (rendered skeleton, or None when the skeleton did not reproduce the full render).
+_skeletons: OrderedDict[tuple[object, ...], Rendered | None] = OrderedDict()
+_skeletons_lock = threading.Lock()
+
+
+def _freeze(value: object) -> object:
+    if isinstance(value, dict):
+        return tuple((k, _freeze(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _skeleton(context: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The context with volatile values replaced by sentinels, and (sentinel, value) pairs."""
+    fills: list[tuple[str, str]] = []
+
+    def hole(value: str) -> str:
+        if not value:
+            return value  # emptiness decides what the templates show: keep it
+        sentinel = _SENTINEL.format(len(fills))
+        fills.append((sentinel, value))
+        return sentinel
+
+    recipients = [dict(r, incident=hole(r["incident"])) for r in context["recipients"]]
+    skeleton = dict(
+        context,
+        recipients=recipients,
+        incidents=[r["incident"] for r in recipients if r["incident"]],
+        time=hole(context["time"]),
+        subject=hole(context["subject"]),
+        date=hole(context["date"]),
+    )
+    return skeleton, fills
+
+
+def _fill(skeleton: Rendered, fills: list[tuple[str, str]]) -> Rendered:
+    text, html = skeleton.text, skeleton.html
+    for sentinel, value in fills:
+        text = text.replace(sentinel, value)
+        html = html.replace(sentinel, str(escape(value)))
+    return Rendered(text=text, html=html)
+
+
+def _cached_render(context: dict[str, Any], languages: tuple[str, ...]) -> Rendered:
+    skeleton, fills = _skeleton(context)
+    key = (languages, _freeze(skeleton))
+    # Large bounces are annotated in worker threads: the cache is shared, so lock it.
+    with _skeletons_lock:
+        hit = key in _skeletons
+        cached = _skeletons.get(key)
+        if hit:
+            _skeletons.move_to_end(key)
+    if cached is not None:
+        return _fill(cached, fills)
+    env = build_environment(None)
+    full = _render(env, context, languages)
+    if hit:
+        return full
+    rendered = _render(env, skeleton, languages)
+    with _skeletons_lock:
+        _skeletons[key] = rendered if _fill(rendered, fills) == full else None
+        if len(_skeletons) > _SKELETON_CACHE_SIZE:
+            _skeletons.popitem(last=False)
+    return full
 
 
 def _tidy(text: str) -> str:
