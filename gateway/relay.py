@@ -265,6 +265,34 @@ class SmtpNextHop:
         return await command(self, client, b"MAIL", b"FROM:" + _angle(mail_from, utf8), parameters)
 
 
+#: Payloads larger than this are prepared in a worker thread (a 30 MB message would stall the loop).
+ENCODE_INLINE_LIMIT = 1024 * 1024
+
+
+def _stuff(message: bytes) -> bytes | None:
+    """The DATA payload (RFC 5321 section 4.5.2 transparency, final dot), or None on bare CR/LF.
+
+    aiosmtplib's own encoding runs two regular expressions over every message, which costs
+    about 15 ms per MB on the event loop; for the usual CRLF-only message two counts and one
+    replace do the same work several times faster.
+    """
+    lines = message.count(b"\r\n")
+    if message.count(b"\n") != lines or message.count(b"\r") != lines:
+        return None
+    if not message.endswith(b"\r\n"):
+        message += b"\r\n"
+    stuffed = message.replace(b"\r\n.", b"\r\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    return stuffed + b".\r\n"
+
+
+async def encode_data(message: bytes) -> bytes | None:
+    if len(message) > ENCODE_INLINE_LIMIT:
+        return await asyncio.to_thread(_stuff, message)
+    return _stuff(message)
+
+
 def _angle(address: str, utf8: bool) -> bytes:
     return b"<" + address.encode("utf-8" if utf8 else "ascii", errors="surrogateescape") + b">"
 
@@ -325,7 +353,12 @@ class SmtpTransaction:
     async def data(self, message: bytes) -> Reply:
         self.done = True
         try:
-            response = await self.client.data(message, timeout=self.hop.settings.data_timeout)
+            payload = await encode_data(message)
+            if payload is None:
+                # Bare CR or LF: aiosmtplib normalises them to CRLF (RFC 5321 section 2.3.8).
+                response = await self.client.data(message, timeout=self.hop.settings.data_timeout)
+            else:
+                response = await self._send(payload)
         except aiosmtplib.SMTPDataError as exc:
             # A refusal of DATA itself (e.g. 554 no valid recipients): the next hop's reply.
             self.hop.release(self.client)
@@ -340,6 +373,21 @@ class SmtpTransaction:
         self.hop.last_success = time.monotonic()
         self.hop.release(self.client)
         return Reply(response.code, response.message)
+
+    async def _send(self, payload: bytes) -> aiosmtplib.SMTPResponse:
+        """DATA with a payload that is already dot-stuffed and terminated."""
+        start = await self.client.execute_command(b"DATA")
+        if start.code != 354:
+            raise aiosmtplib.SMTPDataError(start.code, start.message)
+        protocol = self.client.protocol
+        if protocol is None:
+            raise aiosmtplib.SMTPServerDisconnected("connection lost")
+        # write() and read_response() with no await between them: the reply cannot slip past.
+        protocol.write(payload)
+        response = await protocol.read_response(timeout=self.hop.settings.data_timeout)
+        if response.code != 250:
+            raise aiosmtplib.SMTPDataError(response.code, response.message)
+        return response
 
     async def abort(self) -> None:
         if self.done:

@@ -44,6 +44,8 @@ READ_LIMIT = 256 * 1024
 #: RFC 5321 section 4.5.3.1.6: a text line is at most 1000 octets with its CRLF.
 MAX_LINE = 1000
 TERMINATOR = b"\r\n.\r\n"
+#: Messages larger than this are checked and un-dot-stuffed in a worker thread.
+FINISH_INLINE_LIMIT = 1024 * 1024
 #: After its last transaction during shutdown, how long a session may wait to say QUIT.
 SHUTDOWN_LINGER = 2.0
 
@@ -161,6 +163,14 @@ class RelaySMTP(SMTP):
         self.busy = False
         if self.closing and self.transport is not None:
             self._refuse_further_commands()
+
+    def _timeout_cb(self) -> None:
+        # aiosmtpd just drops an idle client; RFC 5321 section 4.5.3.2 lets a server close
+        # after a timeout, and a 421 first tells the client it may retry (README: "421 4.4.2").
+        if self.transport is not None and not self.transport.is_closing():
+            reply = replies.SHUTTING_DOWN if self.closing else replies.COMMAND_TIMEOUT
+            self._writer.write(reply.encode() + b"\r\n")
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
 
     def _refuse_further_commands(self) -> None:
         """Shutting down after a transaction: QUIT gets 221, any other command 421.
@@ -323,11 +333,10 @@ class RelaySMTP(SMTP):
             raise DataTooLong(replies.MESSAGE_TOO_BIG)
         # "\r\n" + message (each line ending in CRLF) + ".\r\n"
         stuffed = b"".join(chunks)[:-3]
-        if _has_long_line(stuffed):
-            raise DataTooLong(replies.LINE_TOO_LONG)
-        if b"\r\n.." in stuffed:
-            stuffed = stuffed.replace(b"\r\n..", b"\r\n.")
-        return stuffed[2:]
+        if len(stuffed) > FINISH_INLINE_LIMIT:
+            # A scan of every line of a 30 MB message would stall every other session.
+            return await asyncio.to_thread(_finish_data, stuffed)
+        return _finish_data(stuffed)
 
 
 def _has_long_line(data: bytes) -> bool:
@@ -340,9 +349,18 @@ def _has_long_line(data: bytes) -> bool:
         end = find(b"\n", start)
         if end < 0:
             return len(data) - start > MAX_LINE
-        if end + 1 - start > MAX_LINE + 1:  # +1: the stuffed dot
+        if end + 1 - start > MAX_LINE + 1:  # +1: the transparency dot
             return True
         start = end + 1
+
+
+def _finish_data(stuffed: bytes) -> bytes:
+    """Check line lengths and undo the dot-stuffing of "CRLF + message + CRLF" (RFC 5321 4.5.2)."""
+    if _has_long_line(stuffed):
+        raise DataTooLong(replies.LINE_TOO_LONG)
+    if b"\r\n.." in stuffed:
+        stuffed = stuffed.replace(b"\r\n..", b"\r\n.")
+    return stuffed[2:]
 
 
 class _Authenticator:

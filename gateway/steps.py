@@ -103,11 +103,17 @@ class Explain:
             self.counters.annotations["already_explained"] += 1
             metrics.ANNOTATIONS.labels("already_explained").inc()
             return
-        if not self.recorder.can_accept():
+        if not self.recorder.can_accept(len(report.family)):
             # Chosen policy: a family bounce we could not record is deferred (451),
             # the upstream keeps it and retries; ordinary mail is not affected.
             raise Deferred(replies.STORAGE_UNAVAILABLE)
-        message.incident_ids = tuple(new_incident_id() for _ in report.family)
+        # One id per distinct recipient: a bounce that lists a recipient twice makes one incident
+        # (the fingerprint is the bounce plus the recipient), and the block must not name an id
+        # that the database then skips as a duplicate.
+        allotted: dict[tuple[str | None, str | None], str] = {}
+        message.incident_ids = tuple(
+            allotted.setdefault((r.recipient, r.original_recipient), new_incident_id()) for r in report.family
+        )
         explain = functools.partial(
             annotate,
             message.original,
@@ -164,7 +170,7 @@ class Record:
             relay_outcome="relayed" if reply.positive else "rejected",
             instance=self.settings.instance,
             store_subjects=self.settings.storage.store_subjects,
-            bounce_digest=bounce_digest(message.original),
+            bounce_digest=await _digest(message.original),
         )
         try:
             await self.recorder.submit(records)
@@ -174,3 +180,10 @@ class Record:
             raise
         self.counters.incidents += len(records)
         metrics.INCIDENTS.inc(len(records))
+
+
+async def _digest(data: bytes) -> str:
+    # hashlib releases the GIL on large inputs: a thread keeps a 30 MB bounce off the event loop.
+    if len(data) > PARSE_INLINE_LIMIT:
+        return await asyncio.to_thread(bounce_digest, data)
+    return bounce_digest(data)

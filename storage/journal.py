@@ -78,6 +78,8 @@ class Journal:
         self._repair_tail(self.replay_path)
         self._records = _count_lines(self.path) + _count_lines(self.replay_path)
         self._bytes = _size(self.path) + _size(self.replay_path)
+        #: The longest record line appended so far: how much room one more incident needs.
+        self.largest_line = 0
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -107,24 +109,32 @@ class Journal:
 
     def append(self, records: Sequence[IncidentRecord]) -> None:
         """Append and fsync; return only when the lines are on disk, else raise :class:`JournalFull`."""
-        data = b"".join(
+        lines = [
             json.dumps(r.to_dict(), ensure_ascii=False, separators=(",", ":")).encode(
                 "utf-8", "surrogateescape"
             )
             + b"\n"
             for r in records
-        )
+        ]
+        data = b"".join(lines)
         with self._lock:
             if self._bytes + len(data) > self.max_bytes:
                 raise JournalFull(
                     f"journal {self.path} is full ({self._bytes} of {self.max_bytes} bytes used)"
                 )
             created = not self.path.exists()
-            with self.path.open("ab") as fh:
+            try:
+                # Unbuffered: a buffered file would flush what ENOSPC left over once more on
+                # close(), after the truncate below, and raise a plain OSError from there.
+                fh = self.path.open("ab", buffering=0)
+            except OSError as exc:
+                raise JournalFull(f"cannot open journal {self.path}: {exc.strerror}") from exc
+            with fh:
                 start = fh.tell()
                 try:
-                    fh.write(data)
-                    fh.flush()
+                    view = memoryview(data)
+                    while view:  # a raw write may be partial (the disk filled up mid-way)
+                        view = view[fh.write(view) or 0 :]
                     os.fsync(fh.fileno())
                 except OSError as exc:
                     # Remove the partial write so the file still ends on a line boundary.
@@ -135,6 +145,7 @@ class Journal:
                 _fsync_dir(self.path.parent)
             self._bytes += len(data)
             self._records += len(records)
+            self.largest_line = max(self.largest_line, *(len(line) for line in lines))
 
     def take(self) -> Path | None:
         """The file to replay next (a leftover ``.replaying`` first), or None when empty."""

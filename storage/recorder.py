@@ -106,6 +106,8 @@ class Recorder:
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="bouncegw-db")
         self._io_thread = ThreadPoolExecutor(1, thread_name_prefix="bouncegw-journal")
         self._next_purge = 0.0
+        # Set when the journal refused a write (full or disk error); cleared when it takes one again.
+        self._journal_refused = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Recorder:
@@ -129,9 +131,20 @@ class Recorder:
     def journal_bytes(self) -> int:
         return self._journal.size_bytes if self._journal else 0
 
-    def can_accept(self) -> bool:
-        """False when the database is down and the journal is full: a submit would fail."""
-        return self.db_available or self.journal_bytes < self.journal_max_bytes
+    def can_accept(self, incidents: int = 1) -> bool:
+        """False when the database is down and the journal cannot take ``incidents`` more.
+
+        Asked *before* a family bounce is relayed: once the next hop has it, a failed submit can
+        no longer turn into a 4xx (that would duplicate the bounce). So "full" means "no room for
+        this bounce's incidents" (judged by the longest line so far), and a journal whose disk
+        refused a write (ENOSPC, EIO) stays full until a replay or a successful append frees it.
+        """
+        if self.db_available:
+            return True
+        if self._journal is None or self._journal_refused:
+            return False
+        needed = incidents * self._journal.largest_line
+        return self._journal.size_bytes + needed <= self.journal_max_bytes
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -219,10 +232,12 @@ class Recorder:
                 return
         try:
             await self._io(self._journal.append, records)
+            self._journal_refused = False
             self.journaled += len(records)
             metrics.STORAGE.labels("journal").inc(len(records))
             self._kick.set()
-        except JournalFull as exc:
+        except (JournalFull, OSError) as exc:  # OSError: never let the writer task die of a disk error
+            self._journal_refused = True
             self.rejected += len(records)
             metrics.STORAGE.labels("rejected").inc(len(records))
             log.error("incidents refused: database unavailable and %s", exc)
@@ -264,6 +279,7 @@ class Recorder:
                     self.replayed += replayed
                     metrics.STORAGE.labels("replayed").inc(replayed)
                 await self._io(self._journal.done, path)
+                self._journal_refused = False  # the replayed file's space is free again
         except Exception as exc:
             self._db_failed(exc)
             return
