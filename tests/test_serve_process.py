@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import signal
 import smtplib
@@ -12,53 +11,18 @@ import sys
 from pathlib import Path
 
 from tests.conftest import GatewayFactory, need
+from tests.processes import free_port, start_serve
 from tests.recording_server import RecordingServer
 from tests.test_relay import MESSAGE
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def wait_for_port(port: int, proc: asyncio.subprocess.Process) -> None:
-    for _ in range(200):
-        if proc.returncode is not None:
-            raise AssertionError(f"bouncegw exited early with {proc.returncode}")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            await asyncio.sleep(0.05)
-            continue
-        writer.close()
-        return
-    raise AssertionError("bouncegw did not start listening")
 
 
 async def test_sigterm_lets_the_transaction_in_flight_finish(hop: RecordingServer, tmp_path: Path) -> None:
     hop.delays["DATA_END"] = 1.5  # the next hop takes its time over the final dot
     port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        "serve",
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--next-hop",
-        hop.address,
-        "--database",
-        f"sqlite:///{tmp_path / 'gw.sqlite3'}",
-        "--http",
-        "127.0.0.1:0",
-        cwd=tmp_path,
-        env={**os.environ, "BOUNCEGW_NEXT_HOP__TLS": "none", "BOUNCEGW_LISTENER__GRACE_PERIOD": "10"},
-        stderr=asyncio.subprocess.PIPE,
+    proc = await start_serve(
+        tmp_path, hop.address, port=port, workers=2, env={"BOUNCEGW_LISTENER__GRACE_PERIOD": "10"}
     )
     try:
-        await wait_for_port(port, proc)
 
         def client() -> dict[str, tuple[int, bytes]]:
             with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,22 +14,13 @@ from storage.db import upgrade
 from storage.journal import Journal
 from storage.recorder import Recorder, StorageUnavailable
 from storage.repository import IncidentFilter, Repository
+from tests.processes import wait_until
 from tests.storage_builders import records_for
 
 if TYPE_CHECKING:
     from tests.storage_fixtures import ThrowawayPostgres
 
 pytest_plugins = ["tests.storage_fixtures"]
-
-
-async def wait_for(condition: Callable[[], bool], what: str, limit: float = 60.0) -> None:
-    """Poll until ``condition`` holds; the limit only stops a hung test, it asserts nothing about speed."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def count(url: str) -> int:
@@ -71,7 +61,7 @@ async def test_locked_sqlite_uses_the_journal_and_drains_exactly_once(tmp_path: 
     assert rec.journaled == 40 and rec.journal_backlog == 40 and not rec.db_available
     locker.execute("COMMIT")
     locker.close()
-    await wait_for(lambda: rec.journal_backlog == 0 and rec.db_available, "the journal to drain")
+    await wait_until(lambda: rec.journal_backlog == 0 and rec.db_available, "the journal to drain")
     await rec.stop()
     assert count(url) == 40
     # The first batch's write timed out but may still have committed once the lock went: its
@@ -96,7 +86,7 @@ async def test_full_journal_with_database_down_refuses(tmp_path: Path) -> None:
     assert rec.journal_backlog == accepted
     locker.execute("COMMIT")
     locker.close()
-    await wait_for(lambda: rec.journal_backlog == 0, "the journal to drain")
+    await wait_until(lambda: rec.journal_backlog == 0, "the journal to drain")
     await rec.stop()
     assert count(url) == accepted
 
@@ -183,7 +173,7 @@ async def test_postgres_stopped_mid_run(throwaway_postgres: ThrowawayPostgres, t
     assert rec.journal_backlog == 40 and not rec.db_available and rec.db_errors >= 1
     await rec.submit(records[:10])  # an upstream retry of already stored bounces, journalled too
     await asyncio.to_thread(pg.start)
-    await wait_for(lambda: rec.journal_backlog == 0 and rec.db_available, "the journal to drain")
+    await wait_until(lambda: rec.journal_backlog == 0 and rec.db_available, "the journal to drain")
     await rec.submit(records[50:])  # stored directly again (retries: nothing new)
     await rec.stop()
     assert await asyncio.to_thread(count, url) == 60

@@ -9,16 +9,15 @@ import re
 import signal
 import smtplib
 import socket
-import sys
 from pathlib import Path
 
 import httpx
 
 from gateway.workers import reuseport_socket
 from tests.positives import POSITIVES
+from tests.processes import free_port, start_serve, wait_for_port
 from tests.recording_server import RecordingServer
 from tests.test_relay import MESSAGE
-from tests.test_serve_process import free_port, wait_for_port
 
 
 def metric(text: str, name: str) -> float:
@@ -31,31 +30,15 @@ async def start_workers(
     hop: RecordingServer, tmp_path: Path, workers: int = 2
 ) -> tuple[asyncio.subprocess.Process, int, int]:
     port, http = free_port(), free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        "serve",
-        "--workers",
-        str(workers),
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--next-hop",
+    proc = await start_serve(
+        tmp_path,
         hop.address,
-        "--http",
-        f"127.0.0.1:{http}",
-        "--database",
-        f"sqlite:///{tmp_path / 'gw.sqlite3'}",
-        cwd=tmp_path,
-        env={
-            **os.environ,
-            "BOUNCEGW_NEXT_HOP__TLS": "none",
-            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
-        },
-        stderr=asyncio.subprocess.PIPE,
+        port=port,
+        http=f"127.0.0.1:{http}",
+        workers=workers,
+        env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")},
         start_new_session=True,
     )
-    await wait_for_port(port, proc)
     await wait_for_port(http, proc)
     return proc, port, http
 

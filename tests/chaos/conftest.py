@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from itertools import count
 
 import pytest
@@ -59,13 +58,3 @@ class Mix:
 @pytest.fixture
 def mix(request: pytest.FixtureRequest) -> Mix:
     return Mix(re.sub(r"[^A-Za-z0-9_.-]", "-", request.node.name.removeprefix("test_")).strip("-"))
-
-
-async def wait_until(condition: Callable[[], bool], what: str, limit: float = 60.0) -> None:
-    """Poll until ``condition`` holds; the limit only stops a hung test, it asserts no speed."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        await asyncio.sleep(0.05)

@@ -17,10 +17,11 @@ import pytest
 
 from gateway.app import App
 from storage.db import upgrade
-from tests.chaos.conftest import Mix, wait_until
+from tests.chaos.conftest import Mix
 from tests.chaos.harness import Outcome, check, incidents_by_tag, send_concurrently
 from tests.chaos.postgres import DebianCluster, pg_ctlcluster_available
 from tests.conftest import GatewayFactory, need
+from tests.processes import wait_until
 from tests.recording_server import RecordingServer
 
 if TYPE_CHECKING:

@@ -10,41 +10,25 @@ makes) or the journal (its retry is deduplicated by the fingerprint).
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sqlite3
-import sys
 from pathlib import Path
 
-from tests.chaos.conftest import Mix, wait_until
+from tests.chaos.conftest import Mix
 from tests.chaos.harness import Rules, check, incidents_by_tag, send_all
+from tests.processes import free_port, start_serve, wait_until
 from tests.recording_server import RecordingServer
-from tests.test_serve_process import free_port, wait_for_port
 
 SESSIONS = 4
 
 
 async def serve(tmp_path: Path, port: int, hop: RecordingServer, log: Path) -> asyncio.subprocess.Process:
     with log.open("ab") as err:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gateway",
-            "serve",
-            "--workers",
-            "1",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--next-hop",
+        return await start_serve(
+            tmp_path,
             hop.address,
-            "--database",
-            f"sqlite:///{tmp_path / 'gw.sqlite3'}",
-            "--http",
-            "127.0.0.1:0",
-            cwd=tmp_path,
+            port=port,
             env={
-                **os.environ,
-                "BOUNCEGW_NEXT_HOP__TLS": "none",
                 "BOUNCEGW_STORAGE__JOURNAL_PATH": str(tmp_path / "journal" / "incidents.jsonl"),
                 "BOUNCEGW_STORAGE__DB_TIMEOUT": "0.5",
                 "BOUNCEGW_STORAGE__RETRY_INTERVAL": "0.2",
@@ -53,8 +37,6 @@ async def serve(tmp_path: Path, port: int, hop: RecordingServer, log: Path) -> a
             stdout=asyncio.subprocess.DEVNULL,
             stderr=err,
         )
-    await wait_for_port(port, proc)
-    return proc
 
 
 def journal_empty(directory: Path) -> bool:

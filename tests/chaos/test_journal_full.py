@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.conftest import Mix, wait_until
+from tests.chaos.conftest import Mix
 from tests.chaos.harness import Outcome, Rules, check, incidents_by_tag, send_all
 from tests.conftest import GatewayFactory, need
+from tests.processes import wait_until
 from tests.recording_server import RecordingServer
 
 

@@ -10,9 +10,10 @@ import asyncio
 import socket
 from collections import Counter
 
-from tests.chaos.conftest import Mix, wait_until
+from tests.chaos.conftest import Mix
 from tests.chaos.harness import Rules, check, incidents_by_tag, send_all, send_concurrently
 from tests.conftest import GatewayFactory
+from tests.processes import wait_until
 from tests.recording_server import RecordingServer
 
 #: Short next-hop timeouts keep the scenarios quick; the behaviour is the same at any length.

@@ -1,0 +1,69 @@
+"""Helpers for tests that run real processes: free ports, waiting, and ``bouncegw serve``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def wait_until(condition: Callable[[], bool], what: str, limit: float = 60.0) -> None:
+    """Poll until ``condition`` holds; the limit only stops a hung test, it asserts no speed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def wait_for_port(port: int, proc: asyncio.subprocess.Process) -> None:
+    """Wait until something accepts connections on ``port``; fail if ``proc`` exits first."""
+    for _ in range(400):
+        if proc.returncode is not None:
+            raise AssertionError(f"bouncegw exited early with {proc.returncode}")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        return
+    raise AssertionError("bouncegw did not start listening")
+
+
+async def start_serve(
+    tmp_path: Path,
+    next_hop: str,
+    *,
+    port: int,
+    http: str = "127.0.0.1:0",
+    workers: int = 1,
+    env: Mapping[str, str] | None = None,
+    stderr: int | IO[Any] = asyncio.subprocess.PIPE,
+    **kwargs: Any,
+) -> asyncio.subprocess.Process:
+    """``bouncegw serve`` as a real process in ``tmp_path`` (SQLite there too), once it listens."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "serve", "--workers", str(workers),
+        "--listen", f"127.0.0.1:{port}", "--next-hop", next_hop, "--http", http,
+        "--database", f"sqlite:///{tmp_path / 'gw.sqlite3'}",
+        cwd=tmp_path,
+        env={**os.environ, "BOUNCEGW_NEXT_HOP__TLS": "none", **(env or {})},
+        stderr=stderr,
+        **kwargs,
+    )  # fmt: skip
+    await wait_for_port(port, proc)
+    return proc
