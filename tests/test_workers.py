@@ -15,7 +15,7 @@ import httpx
 
 from gateway.workers import reuseport_socket
 from tests.positives import POSITIVES
-from tests.processes import free_port, start_serve, wait_for_port
+from tests.processes import free_port, start_serve, wait_until
 from tests.recording_server import RecordingServer
 from tests.test_relay import MESSAGE
 
@@ -26,20 +26,31 @@ def metric(text: str, name: str) -> float:
     return float(match.group(1))
 
 
+def log_lines(tmp_path: Path) -> list[dict[str, object]]:
+    """The JSON log lines the gateway wrote so far."""
+    text = (tmp_path / "gw.log").read_text()
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
 async def start_workers(
     hop: RecordingServer, tmp_path: Path, workers: int = 2
 ) -> tuple[asyncio.subprocess.Process, int, int]:
     port, http = free_port(), free_port()
-    proc = await start_serve(
-        tmp_path,
-        hop.address,
-        port=port,
-        http=f"127.0.0.1:{http}",
-        workers=workers,
-        env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")},
-        start_new_session=True,
+    with (tmp_path / "gw.log").open("wb") as log:
+        proc = await start_serve(
+            tmp_path,
+            hop.address,
+            port=port,
+            http=f"127.0.0.1:{http}",
+            workers=workers,
+            env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")},
+            stderr=log,
+            start_new_session=True,
+        )
+    # The port answers as soon as the first worker listens: wait for every one of them.
+    await wait_until(
+        lambda: sum(line["msg"] == "listening" for line in log_lines(tmp_path)) == workers, "every worker"
     )
-    await wait_for_port(http, proc)
     return proc, port, http
 
 
@@ -64,14 +75,14 @@ async def test_two_workers_share_the_port_and_the_metrics(hop: RecordingServer, 
         assert journals == ["incidents.w0.jsonl.lock", "incidents.w1.jsonl.lock"]  # one journal each
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 0, err.decode()[-2000:]
+        await asyncio.wait_for(proc.wait(), 30)
+    assert proc.returncode == 0, log_lines(tmp_path)[-5:]
     stopped = [
-        json.loads(line)
-        for line in err.decode().splitlines()
-        if '"worker %d stopped"' in line or "stopped" in line
+        line
+        for line in log_lines(tmp_path)
+        if str(line["msg"]).startswith("worker") and "stopped" in str(line["msg"])
     ]
-    assert sum(1 for line in stopped if line.get("msg", "").startswith("worker")) == 2
+    assert len(stopped) == 2
 
 
 async def test_a_killed_worker_is_replaced(hop: RecordingServer, tmp_path: Path) -> None:
@@ -93,7 +104,7 @@ async def test_a_killed_worker_is_replaced(hop: RecordingServer, tmp_path: Path)
         assert len(hop.messages) == 10
     finally:
         proc.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(proc.communicate(), 30)
+        await asyncio.wait_for(proc.wait(), 30)
 
 
 async def test_worker_sockets_get_tcp_nodelay() -> None:
