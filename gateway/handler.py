@@ -37,8 +37,6 @@ class RelayHandler:
         self.next_hop = next_hop
         self.pipeline = pipeline
         self.offer_auth = offer_auth
-        #: Per outcome ("relayed", "rejected", "deferred", "failed"): read by metrics.
-        self.outcomes: dict[str, int] = {}
 
     async def handle_EHLO(
         self, server: Any, session: RelaySession, envelope: RelayEnvelope, hostname: str, responses: list[str]
@@ -139,7 +137,6 @@ class RelayHandler:
     def _log(
         self, ctx: MessageContext, message: Processed | None, reply: Reply, outcome: str, started: float
     ) -> str:
-        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         duration = time.perf_counter() - started
         metrics.MESSAGES.labels(outcome).inc()
         metrics.BYTES.labels("received").inc(ctx.size)

@@ -24,7 +24,7 @@ from typing import Protocol
 
 import aiosmtplib
 
-from gateway import metrics, replies
+from gateway import metrics, offload, replies
 from gateway.config import NextHopSettings, parse_host_port
 
 log = logging.getLogger(__name__)
@@ -265,10 +265,6 @@ class SmtpNextHop:
         return await command(self, client, b"MAIL", b"FROM:" + _angle(mail_from, utf8), parameters)
 
 
-#: Payloads larger than this are prepared in a worker thread (a 30 MB message would stall the loop).
-ENCODE_INLINE_LIMIT = 1024 * 1024
-
-
 def _stuff(message: bytes) -> bytes | None:
     """The DATA payload (RFC 5321 section 4.5.2 transparency, final dot), or None on bare CR/LF.
 
@@ -285,12 +281,6 @@ def _stuff(message: bytes) -> bytes | None:
     if stuffed.startswith(b"."):
         stuffed = b"." + stuffed
     return stuffed + b".\r\n"
-
-
-async def encode_data(message: bytes) -> bytes | None:
-    if len(message) > ENCODE_INLINE_LIMIT:
-        return await asyncio.to_thread(_stuff, message)
-    return _stuff(message)
 
 
 def _angle(address: str, utf8: bool) -> bytes:
@@ -353,7 +343,7 @@ class SmtpTransaction:
     async def data(self, message: bytes) -> Reply:
         self.done = True
         try:
-            payload = await encode_data(message)
+            payload = await offload.by_size(len(message), _stuff, message)
             if payload is None:
                 # Bare CR or LF: aiosmtplib normalises them to CRLF (RFC 5321 section 2.3.8).
                 response = await self.client.data(message, timeout=self.hop.settings.data_timeout)

@@ -30,7 +30,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from gateway import metrics, replies
+from gateway import metrics, offload, replies
 from gateway.config import ListenerSettings, parse_host_port
 from gateway.envelope import EnvelopeError, parse_mail, parse_rcpt
 from gateway.relay import Transaction
@@ -44,8 +44,6 @@ READ_LIMIT = 256 * 1024
 #: RFC 5321 section 4.5.3.1.6: a text line is at most 1000 octets with its CRLF.
 MAX_LINE = 1000
 TERMINATOR = b"\r\n.\r\n"
-#: Messages larger than this are checked and un-dot-stuffed in a worker thread.
-FINISH_INLINE_LIMIT = 1024 * 1024
 #: After its last transaction during shutdown, how long a session may wait to say QUIT.
 SHUTDOWN_LINGER = 2.0
 
@@ -333,10 +331,7 @@ class RelaySMTP(SMTP):
             raise DataTooLong(replies.MESSAGE_TOO_BIG)
         # "\r\n" + message (each line ending in CRLF) + ".\r\n"
         stuffed = b"".join(chunks)[:-3]
-        if len(stuffed) > FINISH_INLINE_LIMIT:
-            # A scan of every line of a 30 MB message would stall every other session.
-            return await asyncio.to_thread(_finish_data, stuffed)
-        return _finish_data(stuffed)
+        return await offload.by_size(len(stuffed), _finish_data, stuffed)
 
 
 def _has_long_line(data: bytes) -> bool:

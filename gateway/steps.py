@@ -12,12 +12,10 @@ Each step does one thing and, on failure, leaves the message as it was
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
 from collections import Counter
 
-from gateway import classify, dsn, metrics, prefilter, replies
+from gateway import classify, dsn, metrics, offload, prefilter, replies
 from gateway.config import Settings
 from gateway.explain import AlreadyExplained, annotate
 from gateway.pipeline import Deferred, Processed
@@ -28,10 +26,6 @@ from storage.incidents import bounce_digest, build_incidents, new_incident_id
 from storage.recorder import Recorder
 
 log = logging.getLogger(__name__)
-
-#: Messages larger than this are parsed and annotated in a worker thread, so that
-#: a 30 MB bounce does not stall every other session on the event loop (invariant 4).
-PARSE_INLINE_LIMIT = 256 * 1024
 
 
 class StepCounters:
@@ -59,10 +53,7 @@ class Detect:
         if not prefilter.might_be_family_bounce(data):
             return
         try:
-            if len(data) > PARSE_INLINE_LIMIT:
-                report = await asyncio.to_thread(_detect, data)
-            else:
-                report = _detect(data)
+            report = await offload.by_size(len(data), _detect, data)
         except dsn.ParseError as exc:
             self.counters.parse_failures["parse"] += 1
             metrics.PARSE_FAILURES.labels("parse").inc()
@@ -114,19 +105,16 @@ class Explain:
         message.incident_ids = tuple(
             allotted.setdefault((r.recipient, r.original_recipient), new_incident_id()) for r in report.family
         )
-        explain = functools.partial(
-            annotate,
-            message.original,
-            report,
-            incident_ids=message.incident_ids,
-            now=ctx.received_at,
-            settings=self.settings.explain,
-        )
         try:
-            if len(message.original) > PARSE_INLINE_LIMIT:
-                message.data = await asyncio.to_thread(explain)
-            else:
-                message.data = explain()
+            message.data = await offload.by_size(
+                len(message.original),
+                annotate,
+                message.original,
+                report,
+                incident_ids=message.incident_ids,
+                now=ctx.received_at,
+                settings=self.settings.explain,
+            )
         except AlreadyExplained:
             self.counters.annotations["already_explained"] += 1
             metrics.ANNOTATIONS.labels("already_explained").inc()
@@ -170,7 +158,7 @@ class Record:
             relay_outcome="relayed" if reply.positive else "rejected",
             instance=self.settings.instance,
             store_subjects=self.settings.storage.store_subjects,
-            bounce_digest=await _digest(message.original),
+            bounce_digest=await offload.by_size(len(message.original), bounce_digest, message.original),
         )
         try:
             await self.recorder.submit(records)
@@ -180,10 +168,3 @@ class Record:
             raise
         self.counters.incidents += len(records)
         metrics.INCIDENTS.inc(len(records))
-
-
-async def _digest(data: bytes) -> str:
-    # hashlib releases the GIL on large inputs: a thread keeps a 30 MB bounce off the event loop.
-    if len(data) > PARSE_INLINE_LIMIT:
-        return await asyncio.to_thread(bounce_digest, data)
-    return bounce_digest(data)
