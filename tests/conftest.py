@@ -34,6 +34,17 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
 
 
 @pytest.fixture
+def auth_over_tls(pki: PKI) -> dict[str, Any]:
+    """Gateway overrides: STARTTLS with the test certificate, inbound AUTH required."""
+    return {
+        "listener.tls_cert": str(pki.server_cert),
+        "listener.tls_key": str(pki.server_key),
+        "listener.auth_users": {"exchange": "s3cret"},
+        "listener.require_auth": True,
+    }
+
+
+@pytest.fixture
 def server_tls(pki: PKI) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(pki.server_cert, pki.server_key)

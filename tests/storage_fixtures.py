@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -24,6 +23,7 @@ from sqlalchemy.engine import make_url
 
 from storage.db import upgrade
 from storage.repository import Repository
+from tests.processes import free_port
 
 PG_URL = os.environ.get("BOUNCEGW_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
@@ -92,12 +92,6 @@ def repo(migrated_url: str) -> Iterator[Repository]:
 # -- a throwaway PostgreSQL cluster that tests may stop and start ---------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _pg_bin(name: str) -> str:
     found = shutil.which(name)
     if found:
@@ -115,7 +109,7 @@ class ThrowawayPostgres:
 
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="bouncegw-pg-"))
-        self.port = _free_port()
+        self.port = free_port()
         self.data = self.dir / "data"
         self._as_postgres = os.geteuid() == 0  # initdb refuses to run as root
         if self._as_postgres:

@@ -23,7 +23,6 @@ import os
 import shutil
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ import pytest
 
 from tests.conftest import need
 from tests.explain_checks import delivery_status_fields, human_texts, parse
+from tests.processes import free_port
 from tests.recording_server import Received, RecordingServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,13 +85,6 @@ anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def main_cf(directory: Path, sink_port: int, gateway_port: int, capture_port: int) -> str:

@@ -513,16 +513,10 @@ async def test_required_tls_not_offered_is_4xx(hop: RecordingServer, make_gatewa
     assert hop.messages == []
 
 
-async def test_inbound_auth_over_tls(pki: PKI, hop: RecordingServer, make_gateway: GatewayFactory) -> None:
-    app = await make_gateway(
-        hop.address,
-        {
-            "listener.tls_cert": str(pki.server_cert),
-            "listener.tls_key": str(pki.server_key),
-            "listener.auth_users": {"exchange": "s3cret"},
-            "listener.require_auth": True,
-        },
-    )
+async def test_inbound_auth_over_tls(
+    pki: PKI, auth_over_tls: dict[str, Any], hop: RecordingServer, make_gateway: GatewayFactory
+) -> None:
+    app = await make_gateway(hop.address, auth_over_tls)
 
     def client(password: str) -> int:
         context = ssl.create_default_context(cafile=str(pki.ca_cert))

@@ -9,16 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import uuid
 from pathlib import Path
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.processes import free_port
 
 
 def pg_ctlcluster_available() -> bool:
@@ -39,7 +34,7 @@ class DebianCluster:
     def __init__(self) -> None:
         self.version = _version()
         self.name = "bgwchaos" + uuid.uuid4().hex[:8]
-        self.port = _free_port()
+        self.port = free_port()
         self._run(
             "pg_createcluster",
             "--start-conf",

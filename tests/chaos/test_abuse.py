@@ -7,6 +7,7 @@ import asyncio
 import base64
 import smtplib
 import ssl
+from typing import Any
 
 import httpx
 
@@ -121,17 +122,9 @@ async def test_slowloris(hop: RecordingServer, make_gateway: GatewayFactory) -> 
 
 
 async def test_command_flood_and_auth_guessing(
-    pki: PKI, hop: RecordingServer, make_gateway: GatewayFactory
+    pki: PKI, auth_over_tls: dict[str, Any], hop: RecordingServer, make_gateway: GatewayFactory
 ) -> None:
-    app = await make_gateway(
-        hop.address,
-        {
-            "listener.tls_cert": str(pki.server_cert),
-            "listener.tls_key": str(pki.server_key),
-            "listener.auth_users": {"exchange": "s3cret"},
-            "listener.require_auth": True,
-        },
-    )
+    app = await make_gateway(hop.address, auth_over_tls)
     outcomes: list[Outcome] = []
     for verb, bound in (("NOOP", 200), ("VRFY b@example.com", 50), ("HELP", 50)):
         client = SmtpClient(app.gateway.port, timeout=10)
