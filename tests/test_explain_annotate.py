@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import email
 from datetime import UTC, datetime
+from email import policy
 from pathlib import Path
 
 import pytest
 
 from gateway.config import ExplainSettings, load_settings
-from gateway.explain import AlreadyExplained, ExplainError, annotate, headers
+from gateway.explain import AlreadyExplained, ExplainError, annotate, headers, validate
 from gateway.report import HumanPart
 from tests.explain_checks import (
     assert_outside_identical,
@@ -357,3 +359,39 @@ def test_settings_section_and_environment() -> None:
         ExplainSettings(languages=["en", "en"])
     with pytest.raises(ValueError):
         ExplainSettings(dkim_selector="s1")
+
+
+@pytest.mark.parametrize(
+    ("span", "found"),
+    [
+        (b"--outer\r\ntext\r\n", True),  # at the very start
+        (b"text\r\n--outer--  \r\nmore", True),  # close delimiter, trailing blanks
+        (b"text\n--inner\n", True),  # bare LF
+        (b"text\r--inner\rmore", True),  # bare CR
+        (b"text --outer\r\n", False),  # not at the start of a line
+        (b"a--\r\n--other\r\n", False),  # a dash line, but not a boundary of this message
+        (b"--outerx\r\n", False),  # a longer token is not the delimiter
+        (b"no dashes at all", False),
+    ],
+)
+def test_delimiter_lines_are_found_as_the_stdlib_splits_lines(span: bytes, found: bool) -> None:
+    assert validate._has_delimiter(span, {b"outer", b"inner"}) is found
+
+
+@pytest.mark.parametrize(
+    "entity",
+    [
+        b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+        b"caf=C3=A9 =\r\nsoft\r\n",
+        b"Content-Type: text/html; charset=iso-2022-jp\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        b"GyRCJUYlOSVIGyhC\r\n",
+        b"Content-Type: text/plain\n\nLF only\n",
+        b"\r\nno header fields\r\n",
+        b"Content-Type: text/plain; charset=latin-1\r\n\r\n\xe9t\xe9\r\n",
+    ],
+)
+def test_entity_parse_decodes_as_the_full_stdlib_parse(entity: bytes) -> None:
+    ours, stdlib = validate._parse(entity), email.message_from_bytes(entity, policy=policy.compat32)
+    assert ours.items() == stdlib.items()
+    assert ours.get_content_type() == stdlib.get_content_type()
+    assert ours.get_payload(decode=True) == stdlib.get_payload(decode=True)

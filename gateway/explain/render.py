@@ -60,16 +60,21 @@ MAX_TEXT = 300
 # the BOM and soft hyphen; line/paragraph separators are Zl/Zp.
 _STRIP_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"})
 _SPACES = re.compile(r"\s+")
+_LINE_BREAKS = str.maketrans(dict.fromkeys("\r\n\t\v\f", " "))
+_ASCII_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def sanitise(value: object, limit: int = MAX_TEXT) -> str:
     """One line of plain text: controls and invisible formatting removed, whitespace collapsed, bounded."""
     if value is None:
         return ""
-    text = str(value)
     # CR, LF and TAB become spaces first so words they separated stay apart.
-    text = "".join(" " if ch in "\r\n\t\v\f" else ch for ch in text)
-    text = "".join(ch for ch in text if unicodedata.category(ch) not in _STRIP_CATEGORIES)
+    text = str(value).translate(_LINE_BREAKS)
+    if text.isascii():
+        # In ASCII the stripped categories are only the C0 controls and DEL (Cc).
+        text = _ASCII_CONTROLS.sub("", text)
+    else:
+        text = "".join(ch for ch in text if unicodedata.category(ch) not in _STRIP_CATEGORIES)
     text = _SPACES.sub(" ", text).strip()
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
