@@ -17,11 +17,12 @@ executor, the API through FastAPI's thread pool).
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, delete, func, select
+from sqlalchemy import ColumnElement, Dialect, Engine, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, Session
 from ulid import ULID
@@ -29,9 +30,6 @@ from ulid import ULID
 from storage.db import make_engine
 from storage.incidents import FIELD_NAMES, IncidentRecord
 from storage.models import Incident
-
-#: Rows per INSERT statement (SQLite allows 32766 bound parameters; 27 columns each).
-INSERT_CHUNK = 1000
 
 
 class InvalidCursor(ValueError):
@@ -106,17 +104,62 @@ _MAX_LENGTHS: dict[str, int] = {
 }
 
 
-def _clean(name: str, value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    # PostgreSQL text cannot hold NUL; SMTP and MIME text should never carry one anyway.
-    value = value.replace("\x00", "")
-    limit = _MAX_LENGTHS.get(name)
-    return value[:limit] if limit is not None else value
+@dataclasses.dataclass(frozen=True, slots=True)
+class _InsertPlan:
+    """``INSERT INTO incidents ... ON CONFLICT DO NOTHING`` compiled once for a dialect.
 
+    SQLAlchemy 2.0 never caches the compilation of its dialect-specific ``insert()`` (the
+    PostgreSQL and SQLite ``Insert`` set ``inherit_cache = False``: ON CONFLICT is not part of the
+    cache key), so executing a fresh ``insert(...).on_conflict_do_nothing()`` compiled it again on
+    every call. The plan keeps the SQL and what turns a record into the driver's parameters.
+    """
 
-def _row(record: IncidentRecord) -> dict[str, Any]:
-    return {name: _clean(name, value) for name, value in dataclasses.asdict(record).items()}
+    sql: str
+    #: True: parameters are tuples in ``names`` order (sqlite3's qmark); False: dicts (psycopg).
+    positional: bool
+    #: The bind parameter names (= IncidentRecord fields), in the order of the SQL.
+    names: tuple[str, ...]
+    #: Reads those fields of a record in one call (dataclasses.asdict deep-copies: far slower).
+    read: Callable[[IncidentRecord], tuple[Any, ...]]
+    #: Each parameter's column length limit (None: none); see :data:`_MAX_LENGTHS`.
+    limits: tuple[int | None, ...]
+    #: The type conversions SQLAlchemy would apply (UTCDateTime; on SQLite datetime-as-text and
+    #: Boolean): (parameter index, processor).
+    processors: tuple[tuple[int, Callable[[Any], Any]], ...]
+
+    @classmethod
+    def compile(cls, dialect: Dialect) -> _InsertPlan:
+        insert_fn: Any = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect.name]
+        # ON CONFLICT DO NOTHING with no target covers both the fingerprint and the id.
+        compiled = insert_fn(Incident).on_conflict_do_nothing().compile(dialect=dialect)
+        names = tuple(compiled.positiontup or ()) if compiled.positional else tuple(compiled.params)
+        if sorted(names) != sorted(FIELD_NAMES):
+            raise RuntimeError(f"the INSERT's parameters {names} are not the IncidentRecord fields")
+        columns = Incident.__table__.columns
+        processors = [
+            (i, processor)
+            for i, name in enumerate(names)
+            if (processor := columns[name].type.dialect_impl(dialect).bind_processor(dialect))
+        ]
+        return cls(
+            sql=compiled.string,
+            positional=compiled.positional,
+            names=names,
+            read=operator.attrgetter(*names),
+            limits=tuple(_MAX_LENGTHS.get(name) for name in names),
+            processors=tuple(processors),
+        )
+
+    def parameters(self, record: IncidentRecord) -> tuple[Any, ...] | dict[str, Any]:
+        # PostgreSQL text cannot hold NUL; SMTP and MIME text should never carry one anyway.
+        # s[:None] is all of s; replace() and slicing return s itself when nothing changes.
+        row = [
+            value.replace("\x00", "")[:limit] if isinstance(value, str) else value
+            for value, limit in zip(self.read(record), self.limits, strict=True)
+        ]
+        for i, processor in self.processors:
+            row[i] = processor(row[i])
+        return tuple(row) if self.positional else dict(zip(self.names, row, strict=True))
 
 
 def _to_record(row: Incident) -> IncidentRecord:
@@ -134,6 +177,7 @@ def check_cursor(cursor: str) -> str:
 class Repository:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._insert_plan: _InsertPlan | None = None
 
     @classmethod
     def from_url(cls, url: str, **engine_kwargs: Any) -> Repository:
@@ -148,20 +192,16 @@ class Repository:
         """Insert ``records`` in one transaction, skipping duplicates; return how many were new."""
         if not records:
             return 0
-        dialect = self.engine.dialect.name
-        insert_fn: Any = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
-        inserted = 0
         with self.engine.begin() as conn:
-            for start in range(0, len(records), INSERT_CHUNK):
-                chunk = records[start : start + INSERT_CHUNK]
-                rows = [_row(r) for r in chunk]
-                # ON CONFLICT DO NOTHING with no target covers both the fingerprint and the id:
-                # a replayed journal line or an upstream retry is silently skipped.
-                # executemany + RETURNING: SQLAlchemy's "insertmanyvalues" batches it into multi-row
-                # INSERTs from one cached compiled statement.
-                stmt = insert_fn(Incident).on_conflict_do_nothing().returning(Incident.id)
-                inserted += len(conn.execute(stmt, rows).fetchall())
-        return inserted
+            plan = self._insert_plan
+            if plan is None:  # compiled once the dialect knows its server (first connection)
+                plan = self._insert_plan = _InsertPlan.compile(conn.dialect)
+            # executemany: the statement runs once per record, so a replayed journal line or an
+            # upstream retry (same fingerprint or id), even one repeated within ``records``, is
+            # skipped, and rowcount (summed over the records by sqlite3 and by psycopg 3) counts
+            # only the rows that went in.
+            result = conn.exec_driver_sql(plan.sql, [plan.parameters(r) for r in records])
+            return int(result.rowcount)
 
     def purge(
         self, before: datetime, *, chunk: int = 5000, progress: Callable[[int], None] | None = None
