@@ -36,7 +36,7 @@ from email.header import decode_header, make_header
 from email.message import Message
 from typing import Final
 
-from gateway import codes
+from gateway import codes, header_block
 
 # flanker (last release 2019) imports the deprecated cgi and imghdr modules; their
 # DeprecationWarnings are not ours to surface, and under "-W error" they would make
@@ -227,7 +227,7 @@ def _declared_node(
         return None
     for start, stop in spans:
         child_bs = _header_block_end(src.data, start, stop)
-        child_headers = _parse_headers(src.data[start : max(start, child_bs)])
+        child_headers = header_block.parse(src.data[start : max(start, child_bs)])
         if child_headers.defects:
             return None
         child = _declared_node(src, child_headers, start, child_bs, stop, depth + 1, max_depth)
@@ -418,58 +418,6 @@ def _recovered_children(src: _Source, node: _Node, depth: int, max_depth: int) -
 
 # ---------------------------------------------------------------------------
 # Headers.
-
-
-#: One line with its line break (the stdlib's feedparser breaks lines at CRLF, LF or CR).
-_LINE_RE: Final = re.compile(r"[^\r\n]*(?:\r\n|\n|\r)?")
-#: A field name as the stdlib's feedparser accepts it (printable US-ASCII but ":", RFC 5322 §2.2).
-_FIELD_NAME_RE: Final = re.compile(r"[!-9;-~]+")
-
-
-def _parse_headers(block: bytes) -> Message:
-    # Raw UTF-8 in header fields is allowed by RFC 6532 (Japanese carriers send it);
-    # the bytes parser would turn it into opaque "unknown-8bit" Header objects. Bytes
-    # that are not UTF-8 become U+FFFD: a surrogate would make compat32 build a Header
-    # object whose str() raises.
-    text = block.decode("utf-8", "replace")
-    fields = _plain_fields(text)
-    if fields is None:  # anything unusual: the stdlib parser and its defect handling
-        return email.parser.HeaderParser(policy=email.policy.compat32).parsestr(text)
-    message = Message()
-    for name, value in fields:
-        message.set_raw(name, value)
-    return message
-
-
-def _plain_fields(text: str) -> list[tuple[str, str]] | None:
-    """(name, value) of a header block in which every line is a field or its folding, else None.
-
-    The values are what the stdlib's compat32 policy stores (folding kept, the line break after
-    the last line dropped), so the Message built from them reads exactly like the one its
-    feedparser builds; that parser's per-line machinery costs ten times as much on the few
-    short header blocks of a bounce. ``tests/test_corpus.py`` compares the two on the corpus.
-    """
-    fields: list[tuple[str, str]] = []
-    name: str | None = None
-    lines: list[str] = []
-    for match in _LINE_RE.finditer(text):
-        line = match.group()
-        if not line.strip("\r\n"):
-            break  # the end of the text, or the empty line that ends the header block
-        if line[0] in " \t":
-            if name is None:
-                return None  # a continuation line first: a defect the stdlib records
-            lines.append(line)
-            continue
-        colon = line.find(":")
-        if colon <= 0 or not _FIELD_NAME_RE.fullmatch(line, 0, colon) or line.startswith("From "):
-            return None
-        if name is not None:
-            fields.append((name, ("".join(lines)).rstrip("\r\n")))
-        name, lines = line[:colon], [line[colon + 1 :].lstrip(" \t")]
-    if name is not None:
-        fields.append((name, ("".join(lines)).rstrip("\r\n")))
-    return fields
 
 
 def _decoded(value: object) -> str | None:
@@ -804,7 +752,7 @@ def _original_to(src: _Source, nodes: list[_Node]) -> list[str]:
             continue
         body = src.node_body(node)
         hdr_end, _ = _root_header_end(body)
-        to = _decoded(_parse_headers(body[:hdr_end]).get("To"))
+        to = _decoded(header_block.parse(body[:hdr_end]).get("To"))
         if to:
             return list(dict.fromkeys(re.findall(_ADDR, to)))
     return []
@@ -864,7 +812,7 @@ def _original(src: _Source, node: _Node) -> OriginalMessage | None:
     if not body:
         return None
     hdr_end, _ = _root_header_end(body)
-    headers = _parse_headers(body[:hdr_end])
+    headers = header_block.parse(body[:hdr_end])
     if not any(headers.get(h) for h in ("Message-ID", "From", "Subject", "Date")):
         return None
     return OriginalMessage(
@@ -976,7 +924,7 @@ def _tree_suspicious(tree: _Node) -> bool:
 def _parse(data: bytes, max_depth: int) -> BounceReport:
     src = _Source(data)
     hdr_end, _ = _root_header_end(data)
-    root = _parse_headers(data[:hdr_end])
+    root = header_block.parse(data[:hdr_end])
     report = BounceReport(is_bounce=False, message_id=_decoded(root.get("Message-ID")))
     report.already_explained = root.get(EXPLAINED_HEADER) is not None
 

@@ -25,7 +25,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway import dsn
+from gateway import dsn, header_block
 from tests.corpus_table import require_corpus, samples
 from tests.positives import NEGATIVES, POSITIVES
 
@@ -60,7 +60,7 @@ def both_trees(data: bytes) -> tuple[dsn._Node | None, dsn._Node | None]:
         return None, None  # the stdlib path's alone, before either is tried
     src = dsn._Source(data)
     header_end, _ = dsn._root_header_end(data)
-    declared = dsn._declared_tree(src, dsn._parse_headers(data[:header_end]), 50)
+    declared = dsn._declared_tree(src, header_block.parse(data[:header_end]), 50)
     try:
         reference = dsn._flanker_tree(src, 50)
     except Exception:  # flanker gives up: the stdlib path decides, compared by the corpus tests
@@ -115,7 +115,7 @@ def test_declared_tree_matches_flanker_on_built_samples(positive: object) -> Non
 def test_declared_tree_declines_what_is_not_plain(data: bytes, why: str) -> None:
     src = dsn._Source(data)
     header_end, _ = dsn._root_header_end(data)
-    assert dsn._declared_tree(src, dsn._parse_headers(data[:header_end]), 50) is None, why
+    assert dsn._declared_tree(src, header_block.parse(data[:header_end]), 50) is None, why
 
 
 # -- header blocks -------------------------------------------------------------------------------
@@ -146,13 +146,13 @@ def test_plain_field_reader_matches_the_stdlib_on_the_corpus() -> None:
     read = declined = 0
     for sample in samples():
         for block in header_blocks(sample.path.read_bytes()):
-            fields = dsn._plain_fields(block.decode("utf-8", "replace"))
+            fields = header_block.plain_fields(block.decode("utf-8", "replace"))
             if fields is None:
                 declined += 1
                 continue
             read += 1
             assert fields == stdlib_fields(block), sample.path
-            assert list(dsn._parse_headers(block).items()) == fields
+            assert list(header_block.parse(block).items()) == fields
     assert read > 10 * declined, (read, declined)
 
 
@@ -170,7 +170,7 @@ def test_plain_field_reader_matches_the_stdlib_on_the_corpus() -> None:
     ],
 )
 def test_parse_headers_reads_like_the_stdlib(block: bytes) -> None:
-    assert list(dsn._parse_headers(block).items()) == stdlib_fields(block)
+    assert list(header_block.parse(block).items()) == stdlib_fields(block)
 
 
 # -- addresses ------------------------------------------------------------------------------------

@@ -13,19 +13,19 @@ annotation):
   multipart in the message (RFC 2046 section 5.1.1, matched the way the stdlib
   parser matches it): so the output has exactly the input's delimiters, the same
   tree, and the same bytes in every other part, preamble and epilogue;
-* the original range and its replacement are each parsed as a MIME entity by the
-  standard library (a different parser from the one that found the offsets): the
-  same content type as the parser claimed, the same header fields apart from
-  charset/encoding, and the decoded new text contains the block.
+* the original range and its replacement are each read as a MIME entity, on their
+  own and with the standard library's semantics (fields as its compat32 policy
+  stores them, the body decoded by ``Message.get_payload``), not from the offsets
+  the parser found: the same content type as the parser claimed, the same header
+  fields apart from charset/encoding, and the decoded new text contains the block.
 """
 
 from __future__ import annotations
 
 import re
-from email import policy
 from email.message import Message
-from email.parser import BytesHeaderParser
 
+from gateway import header_block
 from gateway.explain.splice import Edit
 
 #: A boundary parameter anywhere in the message (RFC 2045 section 5.1); collecting too many only
@@ -63,7 +63,7 @@ def check_bytes(original: bytes, output: bytes, prefix: bytes, edits: list[Edit]
 
 
 def _parse(data: bytes) -> Message:
-    """One MIME entity: the stdlib parses its header block; its body is attached as it is.
+    """One MIME entity: its header block read as the stdlib reads it, its body attached as it is.
 
     The feedparser would read the body line by line (most of an annotation's cost on a block of
     several hundred lines) only to store it unchanged: a single part's body needs no parsing, and
@@ -75,7 +75,7 @@ def _parse(data: bytes) -> Message:
         head, body = data[: match.start()], data[match.end() :]
     else:
         head, body = data, b""
-    entity = BytesHeaderParser(policy=policy.compat32).parsebytes(head)
+    entity = header_block.parse(head)
     # As the stdlib's BytesParser stores a body: ASCII with the other octets as surrogates.
     entity.set_payload(body.decode("ascii", "surrogateescape"))
     return entity
@@ -109,7 +109,7 @@ def _decoded_text(part: Message) -> str:
 
 
 def _check_prefix(original: bytes, prefix: bytes) -> None:
-    fields = list(BytesHeaderParser(policy=policy.compat32).parsebytes(prefix).items())
+    fields = list(header_block.parse(prefix).items())
     if len(fields) != 1 or fields[0][0].lower() != "x-bouncegw-explained" or not prefix.endswith(b"\n"):
         raise ValidationFailed("root does not start with X-Bouncegw-Explained")
     if original[:1] in (b" ", b"\t"):
