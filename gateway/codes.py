@@ -75,15 +75,21 @@ MICROSOFT_HOST_RE: Final = re.compile(
     re.IGNORECASE,
 )
 
-#: Exchange's own wording in human parts and diagnostics (source label, pattern).
-MICROSOFT_TEXT_PATTERNS: Final[tuple[tuple[str, re.Pattern[str]], ...]] = (
-    ("exchange-wording", re.compile(r"Diagnostic information for administrators", re.IGNORECASE)),
-    ("exchange-wording", re.compile(r"Remote Server returned '", re.IGNORECASE)),
-    ("exchange-wording", re.compile(r"Microsoft SMTP Server", re.IGNORECASE)),
-    ("exchange-wording", re.compile(r"Sender was not authenticated by organization", re.IGNORECASE)),
-    ("exchange-wording", re.compile(r"the sender was not authenticated when sending to", re.IGNORECASE)),
-    ("exchange-wording", re.compile(r"delivery to this address is restricted", re.IGNORECASE)),
-    ("exchange-wording", re.compile(r"Office 365|Exchange Online|Microsoft Exchange", re.IGNORECASE)),
+#: Exchange's own wording in human parts and diagnostics: (source label, phrases). A text that
+#: holds any of an entry's phrases (case-insensitively) is evidence; the first entry found counts.
+MICROSOFT_TEXT_PHRASES: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
+    ("exchange-wording", ("Diagnostic information for administrators",)),
+    ("exchange-wording", ("Remote Server returned '",)),
+    ("exchange-wording", ("Microsoft SMTP Server",)),
+    ("exchange-wording", ("Sender was not authenticated by organization",)),
+    ("exchange-wording", ("the sender was not authenticated when sending to",)),
+    ("exchange-wording", ("delivery to this address is restricted",)),
+    ("exchange-wording", ("Office 365", "Exchange Online", "Microsoft Exchange")),
+)
+#: The same as (label, lower-cased phrases, pattern finding the leftmost of them).
+MICROSOFT_TEXT_PATTERNS: Final[tuple[tuple[str, tuple[str, ...], re.Pattern[str]], ...]] = tuple(
+    (label, tuple(p.lower() for p in phrases), re.compile("|".join(map(re.escape, phrases)), re.IGNORECASE))
+    for label, phrases in MICROSOFT_TEXT_PHRASES
 )
 
 #: Root header fields that only Exchange writes on its NDRs.

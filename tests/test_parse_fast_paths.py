@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
+import re
 import warnings
 
 import pytest
@@ -206,3 +207,16 @@ def test_plain_address_path_matches_flanker(local: list[str], labels: list[str])
 )
 def test_addresses_outside_the_plain_path_still_go_to_flanker(raw: str) -> None:
     assert dsn._address("rfc822; " + raw) == flanker_address(raw)
+
+
+# -- the end of a header block ---------------------------------------------------------------------
+
+_EMPTY_LINE_RE = re.compile(rb"\r\n\r\n|\n\n|\r\r|\r\n\n|\n\r\n")
+
+
+@given(data=st.binary(max_size=40).map(lambda b: bytes(b"a\r\n:"[x % 4] for x in b)), cut=st.integers(0, 40))
+def test_header_end_is_the_regular_expressions_leftmost_match(data: bytes, cut: int) -> None:
+    start, end = min(cut, len(data)), len(data) - cut // 2
+    match = _EMPTY_LINE_RE.search(data, start, max(start, end))
+    expected = None if match is None else match.span()
+    assert dsn._header_end(data, start, max(start, end)) == expected

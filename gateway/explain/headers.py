@@ -29,14 +29,19 @@ _ID_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
 
 
 def root_headers(data: bytes) -> bytes:
-    """The root header block (up to the first empty line)."""
-    match = re.search(rb"\r?\n\r?\n", data)
-    return data[: match.start() + 1] if match else data
+    """The root header block, up to the first empty line (its first line break included)."""
+    # Every empty line (CRLF or LF ends) holds "\n\n" or "\n\r\n": two finds, not a regular
+    # expression that tries every byte of a long header block.
+    ends = [at for sep in (b"\n\n", b"\n\r\n") if (at := data.find(sep)) >= 0]
+    return data[: min(ends) + 1] if ends else data
 
 
 def already_explained(data: bytes) -> bool:
     """The message's root headers already carry X-Bouncegw-Explained."""
-    return _ROOT_FIELD.search(root_headers(data)) is not None
+    block = root_headers(data)
+    if b"x-bouncegw-explained" not in block.lower():
+        return False
+    return _ROOT_FIELD.search(block) is not None
 
 
 def header_value(report: BounceReport, incident_ids: Sequence[str] | None) -> list[str]:

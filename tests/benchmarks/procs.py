@@ -54,6 +54,18 @@ def tree(pid: int) -> list[int]:
     return out
 
 
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU time the processes have used so far (gone ones count 0)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (proc(5) fields 14 and 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def status_kib(pid: int, field: str) -> int:
     """A /proc/PID/status field in KiB (VmHWM: peak resident set; VmRSS: current), 0 if gone."""
     with contextlib.suppress(OSError):
