@@ -22,10 +22,14 @@ from email.message import Message
 from email.parser import HeaderParser
 from typing import Final
 
-#: One line with its line break (the stdlib's feedparser breaks lines at CRLF, LF or CR).
-_LINE_RE: Final = re.compile(r"[^\r\n]*(?:\r\n|\n|\r)?")
-#: A field name as the feedparser accepts it: printable US-ASCII except ":" (RFC 5322 §2.2).
-_FIELD_NAME_RE: Final = re.compile(r"[!-9;-~]+")
+#: One field: its name (printable US-ASCII except ":", as the stdlib's feedparser accepts it;
+#: RFC 5322 §2.2), then its value with any folded lines, then the line break that ends it.
+#: The feedparser breaks lines at CRLF, LF or CR.
+_FIELD_RE: Final = re.compile(
+    r"([!-9;-~]+):[ \t]*([^\r\n]*(?:(?:\r\n|\n|\r)[ \t][^\r\n]*)*)(?:\r\n|\n|\r|\Z)"
+)
+#: The empty line that ends the block.
+_EMPTY_LINE_RE: Final = re.compile(r"\r\n|\n|\r|\Z")
 
 
 def parse(block: bytes) -> Message:
@@ -47,23 +51,11 @@ def plain_fields(text: str) -> list[tuple[str, str]] | None:
     line dropped.
     """
     fields: list[tuple[str, str]] = []
-    name: str | None = None
-    lines: list[str] = []
-    for match in _LINE_RE.finditer(text):
-        line = match.group()
-        if not line.strip("\r\n"):
-            break  # the end of the text, or the empty line that ends the block
-        if line[0] in " \t":
-            if name is None:
-                return None  # a folded first line: a defect the stdlib records
-            lines.append(line)
-            continue
-        colon = line.find(":")
-        if colon <= 0 or not _FIELD_NAME_RE.fullmatch(line, 0, colon) or line.startswith("From "):
+    at, end = 0, len(text)
+    while at < end and not _EMPTY_LINE_RE.match(text, at):
+        match = _FIELD_RE.match(text, at)
+        if match is None:  # a folded first line, a line that is no field, an mbox "From " line
             return None
-        if name is not None:
-            fields.append((name, "".join(lines).rstrip("\r\n")))
-        name, lines = line[:colon], [line[colon + 1 :].lstrip(" \t")]
-    if name is not None:
-        fields.append((name, "".join(lines).rstrip("\r\n")))
+        fields.append((match.group(1), match.group(2)))
+        at = match.end()
     return fields
