@@ -102,11 +102,14 @@ def _header_end(data: bytes, start: int = 0, end: int | None = None) -> tuple[in
     has no literal to skip ahead with here and crawls through a long header block (Exchange's
     run to 13 KB); ``bytes.find`` does not.
     """
-    found = [(at, i) for i, sep in enumerate(_HEADER_ENDS) if (at := data.find(sep, start, end)) >= 0]
-    if not found:
-        return None
-    at, i = min(found)
-    return at, at + len(_HEADER_ENDS[i])
+    stop = len(data) if end is None else end
+    best: tuple[int, int] | None = None
+    for sep in _HEADER_ENDS:
+        # A later alternative wins only by starting earlier: search no further than that.
+        at = data.find(sep, start, stop if best is None else min(stop, best[0] - 1 + len(sep)))
+        if at >= 0 and (best is None or at < best[0]):
+            best = (at, at + len(sep))
+    return best
 
 
 def _root_header_end(data: bytes) -> tuple[int, int]:

@@ -395,3 +395,11 @@ def test_entity_parse_decodes_as_the_full_stdlib_parse(entity: bytes) -> None:
     assert ours.items() == stdlib.items()
     assert ours.get_content_type() == stdlib.get_content_type()
     assert ours.get_payload(decode=True) == stdlib.get_payload(decode=True)
+
+
+def test_boundaries_are_read_in_their_own_case() -> None:
+    data = (
+        b'Content-Type: multipart/Mixed; BOUNDARY="Outer-AbC"\r\n\r\n--Outer-AbC\r\n'
+        b"Content-Type: multipart/alternative; Boundary=In_Xy\r\n\r\n--In_Xy--\r\n--Outer-AbC--\r\n"
+    )
+    assert validate._boundaries(data) == {b"Outer-AbC", b"In_Xy"}

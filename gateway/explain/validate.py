@@ -29,8 +29,9 @@ from gateway import header_block
 from gateway.explain.splice import Edit
 
 #: A boundary parameter anywhere in the message (RFC 2045 section 5.1); collecting too many only
-#: makes the check stricter.
-_BOUNDARY_PARAM = re.compile(rb"""boundary\s*=\s*(?:"([^"\r\n]+)"|([^\s;"]+))""", re.IGNORECASE)
+#: makes the check stricter. Matched in the lower-cased message (a case-insensitive pattern has
+#: no literal to skip ahead with); the values are read from the message itself.
+_BOUNDARY_PARAM = re.compile(rb"""boundary\s*=\s*(?:"([^"\r\n]+)"|([^\s;"]+))""")
 
 #: The end of an entity's header block: its first empty line (RFC 5322 section 2.1; the stdlib
 #: also accepts bare LF or CR line ends).
@@ -82,7 +83,8 @@ def _parse(data: bytes) -> Message:
 
 
 def _boundaries(data: bytes) -> set[bytes]:
-    return {m.group(1) or m.group(2) for m in _BOUNDARY_PARAM.finditer(data)}
+    # bytes.lower() changes only A-Z, so offsets in the lower-cased copy are offsets in ``data``.
+    return {data[slice(*m.span(1 if m.group(1) else 2))] for m in _BOUNDARY_PARAM.finditer(data.lower())}
 
 
 def _has_delimiter(span: bytes, boundaries: set[bytes]) -> bool:
