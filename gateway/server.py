@@ -46,6 +46,8 @@ MAX_LINE = 1000
 TERMINATOR = b"\r\n.\r\n"
 #: After its last transaction during shutdown, how long a session may wait to say QUIT.
 SHUTDOWN_LINGER = 2.0
+#: Connections the kernel queues before they are accepted (asyncio's default is 100).
+LISTEN_BACKLOG = 1024
 
 #: Commands a single session may repeat before it is cut off (floods, AUTH guessing).
 COMMAND_LIMITS: dict[str, int] = {
@@ -447,11 +449,13 @@ class Gateway:
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self, sock: socket.socket | None = None) -> None:
         loop = asyncio.get_running_loop()
-        if sock is not None:
-            self.server = await loop.create_server(self._protocol, sock=sock)
+        if sock is not None:  # a worker's: bound, listening from here on
+            self.server = await loop.create_server(self._protocol, sock=sock, backlog=LISTEN_BACKLOG)
         else:
             host, port = parse_host_port(self.settings.listen)
-            self.server = await loop.create_server(self._protocol, host=host, port=port, reuse_address=True)
+            self.server = await loop.create_server(
+                self._protocol, host=host, port=port, reuse_address=True, backlog=LISTEN_BACKLOG
+            )
 
     @property
     def port(self) -> int:

@@ -85,15 +85,22 @@ def _worker_main(settings: Settings) -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     from gateway.app import run
 
-    smtp = reuseport_socket(settings.listener.listen, listen=True)
-    http = reuseport_socket(settings.admin.http, listen=True)
+    # Bound, not listening: asyncio and uvicorn listen once the worker is ready to serve. A
+    # listening socket queues connections at once, and a worker that then failed to start
+    # would reset them all when it exits; until then the kernel sends them to the others.
+    smtp = reuseport_socket(settings.listener.listen, listen=False)
+    http = reuseport_socket(settings.admin.http, listen=False)
     asyncio.run(run(settings, smtp_socket=smtp, http_socket=http))
 
 
 def supervise(settings: Settings, workers: int) -> int:
     """Run ``workers`` processes until SIGTERM/SIGINT; return the exit status."""
     from gateway import metrics
+    from storage.db import check_schema
 
+    # Once, before any worker: two workers creating or upgrading an embedded SQLite schema at
+    # the same moment would race (each worker's own check then finds it up to date).
+    check_schema(settings.database.url)
     # Port 0 becomes a real port here, once, so every worker binds the same one. The
     # reserving sockets stay bound (not listening: the kernel routes nothing to them).
     smtp_reserved = reuseport_socket(settings.listener.listen, listen=False)
