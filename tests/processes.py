@@ -29,19 +29,32 @@ async def wait_until(condition: Callable[[], bool], what: str, limit: float = 60
         await asyncio.sleep(0.05)
 
 
-async def wait_for_port(port: int, proc: asyncio.subprocess.Process) -> None:
-    """Wait until something accepts connections on ``port``; fail if ``proc`` exits first."""
-    for _ in range(400):
-        if proc.returncode is not None:
-            raise AssertionError(f"bouncegw exited early with {proc.returncode}")
+async def wait_for_smtp(
+    port: int, proc: asyncio.subprocess.Process | None = None, limit: float = 120.0
+) -> None:
+    """Until a 220 greeting arrives on ``port``; fail if ``proc`` exits first.
+
+    The limit only stops a hung test (a loaded CI machine starting Postfix can take a while).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while loop.time() < deadline:
+        if proc is not None and proc.returncode is not None:
+            raise AssertionError(f"process exited early with {proc.returncode}")
         try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
         except OSError:
             await asyncio.sleep(0.05)
             continue
-        writer.close()
-        return
-    raise AssertionError("bouncegw did not start listening")
+        try:
+            greeting = await asyncio.wait_for(reader.readline(), max(0.0, deadline - loop.time()))
+            writer.write(b"QUIT\r\n")
+        finally:
+            writer.close()
+        if greeting.startswith(b"220"):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"nothing answered SMTP on port {port}")
 
 
 async def start_serve(
@@ -65,5 +78,5 @@ async def start_serve(
         stderr=stderr,
         **kwargs,
     )  # fmt: skip
-    await wait_for_port(port, proc)
+    await wait_for_smtp(port, proc)
     return proc

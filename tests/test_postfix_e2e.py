@@ -37,7 +37,7 @@ import pytest
 
 from tests.conftest import need
 from tests.explain_checks import delivery_status_fields, human_texts, parse
-from tests.processes import free_port
+from tests.processes import free_port, wait_for_smtp
 from tests.recording_server import Received, RecordingServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -146,26 +146,6 @@ class Flow:
     def maillog(self) -> str:
         path = self.postfix_root / "maillog"
         return path.read_text(errors="replace") if path.exists() else "(no maillog)"
-
-
-async def wait_for_smtp(port: int, proc: asyncio.subprocess.Process | None = None) -> None:
-    """Until a 220 greeting arrives on the port (bounded by DEADLINE)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + DEADLINE
-    while loop.time() < end:
-        if proc is not None and proc.returncode is not None:
-            raise AssertionError(f"process exited early with {proc.returncode}")
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            await asyncio.sleep(0.05)
-            continue
-        greeting = await reader.readline()
-        writer.write(b"QUIT\r\n")
-        writer.close()
-        if greeting.startswith(b"220"):
-            return
-    raise AssertionError(f"nothing answered SMTP on port {port}")
 
 
 async def wait_for_messages(flow: Flow, count: int) -> list[Received]:
