@@ -92,33 +92,11 @@ class _Node:
             yield from child.walk(depth + 1, max_depth)
 
 
-_LINE_BREAK_RE: Final = re.compile(rb"\r\n|\n|\r")
-#: The empty line that ends a header block, whatever the line ends, in the order a regular
-#: expression alternation would try them.
-_HEADER_ENDS: Final = (b"\r\n\r\n", b"\n\n", b"\r\r", b"\r\n\n", b"\n\r\n")
-
-
-def _header_end(data: bytes, start: int = 0, end: int | None = None) -> tuple[int, int] | None:
-    """(start, end) of the first empty line in ``data[start:end]``: the leftmost, then the first
-    in :data:`_HEADER_ENDS` (what ``re.search`` on their alternation finds). A regular expression
-    has no literal to skip ahead with here and crawls through a long header block (Exchange's
-    run to 13 KB); ``bytes.find`` does not.
-    """
-    stop = len(data) if end is None else end
-    best: tuple[int, int] | None = None
-    for sep in _HEADER_ENDS:
-        # A later alternative wins only by starting earlier: search no further than that.
-        at = data.find(sep, start, stop if best is None else min(stop, best[0] - 1 + len(sep)))
-        if at >= 0 and (best is None or at < best[0]):
-            best = (at, at + len(sep))
-    return best
-
-
 def _root_header_end(data: bytes) -> tuple[int, int]:
     """(end of the root header block, first body byte); RFC 5322 §2.1: headers, blank line, body."""
     if data.startswith((b"\r\n", b"\n")):
         return 0, 2 if data.startswith(b"\r\n") else 1
-    found = _header_end(data)
+    found = header_block.empty_line(data)
     return (len(data), len(data)) if found is None else found
 
 
@@ -348,7 +326,7 @@ def _header_block_end(data: bytes, start: int, end: int) -> int:
         return start + 1
     # The blank line ending the headers may be the delimiter's own line break (a part
     # with headers and an empty body): look two bytes past the part's end for it.
-    found = _header_end(data, start, min(len(data), end + 2))
+    found = header_block.empty_line(data, start, min(len(data), end + 2))
     return end if found is None else found[1]
 
 

@@ -6,7 +6,8 @@ about ten times what these few short blocks need, because of its per-line machin
 in which every line is a field or the folding of one is read here, into exactly the fields that
 parser would store (``tests/test_parse_fast_paths.py`` compares the two on the whole corpus).
 Anything unusual (a first line that is folded, a line that is no field, an mbox ``From_`` line)
-goes to the stdlib parser, and with it its defect handling.
+goes to the stdlib parser, and with it its defect handling. :func:`empty_line` finds where a
+header block ends.
 
 Raw UTF-8 in header fields is allowed by RFC 6532 (Japanese carriers send it); the bytes parser
 would turn it into opaque "unknown-8bit" Header objects. So the block is decoded as UTF-8, and
@@ -30,6 +31,27 @@ _FIELD_RE: Final = re.compile(
 )
 #: The empty line that ends the block.
 _EMPTY_LINE_RE: Final = re.compile(r"\r\n|\n|\r|\Z")
+
+
+#: The empty line that ends a header block, whatever the line ends, in the order a regular
+#: expression alternation would try them.
+_EMPTY_LINES: Final = (b"\r\n\r\n", b"\n\n", b"\r\r", b"\r\n\n", b"\n\r\n")
+
+
+def empty_line(data: bytes, start: int = 0, end: int | None = None) -> tuple[int, int] | None:
+    """(start, end) of the first empty line in ``data[start:end]``: the leftmost, then the first
+    in :data:`_EMPTY_LINES` (what ``re.search`` on their alternation finds). A regular expression
+    has no literal to skip ahead with here and crawls through a long header block (Exchange's
+    run to 13 KB); ``bytes.find`` does not.
+    """
+    stop = len(data) if end is None else end
+    best: tuple[int, int] | None = None
+    for sep in _EMPTY_LINES:
+        # A later alternative wins only by starting earlier: search no further than that.
+        at = data.find(sep, start, stop if best is None else min(stop, best[0] - 1 + len(sep)))
+        if at >= 0 and (best is None or at < best[0]):
+            best = (at, at + len(sep))
+    return best
 
 
 def parse(block: bytes) -> Message:

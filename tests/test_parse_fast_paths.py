@@ -219,4 +219,4 @@ def test_header_end_is_the_regular_expressions_leftmost_match(data: bytes, cut: 
     start, end = min(cut, len(data)), len(data) - cut // 2
     match = _EMPTY_LINE_RE.search(data, start, max(start, end))
     expected = None if match is None else match.span()
-    assert dsn._header_end(data, start, max(start, end)) == expected
+    assert header_block.empty_line(data, start, max(start, end)) == expected

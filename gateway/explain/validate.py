@@ -33,9 +33,6 @@ from gateway.explain.splice import Edit
 #: no literal to skip ahead with); the values are read from the message itself.
 _BOUNDARY_PARAM = re.compile(rb"""boundary\s*=\s*(?:"([^"\r\n]+)"|([^\s;"]+))""")
 
-#: The end of an entity's header block: its first empty line (RFC 5322 section 2.1; the stdlib
-#: also accepts bare LF or CR line ends).
-_HEADER_END = re.compile(rb"\r\n\r\n|\n\n|\r\r|\r\n\n|\n\r\n")
 #: "--" and the rest of its line (lines end at CR, LF or CRLF, as bytes.splitlines() splits them).
 _DASHES = re.compile(rb"--([^\r\n]*)")
 
@@ -72,8 +69,8 @@ def _parse(data: bytes) -> Message:
     """
     if data.startswith((b"\r\n", b"\n", b"\r")):  # no header fields at all
         head, body = b"", data[2 if data.startswith(b"\r\n") else 1 :]
-    elif (match := _HEADER_END.search(data)) is not None:
-        head, body = data[: match.start()], data[match.end() :]
+    elif (found := header_block.empty_line(data)) is not None:  # RFC 5322 section 2.1
+        head, body = data[: found[0]], data[found[1] :]
     else:
         head, body = data, b""
     entity = header_block.parse(head)
