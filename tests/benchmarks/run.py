@@ -86,7 +86,9 @@ MIXES = [
     Mix("ordinary-5k", "ordinary 5 KB", "smtp-source"),
     Mix("ordinary-50k", "ordinary 50 KB", "smtp-source", size=50 * messages.KIB),
     Mix("family-100", "100% family DSNs (minimal, 5 KB)", "python", family_every=1),
-    Mix("family-exo", "100% family DSNs (Exchange, 20 KB)", "python", 1, family_file="family-exo"),
+    Mix(
+        "family-exo", "100% family DSNs (Exchange, 20 KB)", "python", family_every=1, family_file="family-exo"
+    ),
     Mix("mix-95-5", "95% ordinary 5 KB / 5% family", "python", family_every=20),
 ]
 ORDINARY = [m.key for m in MIXES if m.family_every == 0]
