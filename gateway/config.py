@@ -206,6 +206,31 @@ class LogSettings(_Section):
         return value.upper() if isinstance(value, str) else value
 
 
+#: A DNS name of LDH labels (RFC 1123 section 2.1): ARC's d= and the authserv-id.
+HOST_NAME_RE = re.compile(
+    r"(?=.{1,253}\Z)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9-]{1,63}"
+)
+#: A DKIM selector (RFC 6376 section 3.1): sub-domain labels.
+SELECTOR_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+
+
+def parse_dns_server(value: str) -> tuple[str, int]:
+    """``"192.0.2.53"``, ``"192.0.2.53:5353"``, ``"::1"`` or ``"[::1]:5353"`` -> (address, port)."""
+    host, port = value, "53"
+    if value.startswith("["):
+        host, _, port = value[1:].partition("]:")
+    elif value.count(":") == 1:
+        host, _, port = value.partition(":")
+    try:
+        ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"arc_dns_server = {value!r} is not an IP address with an optional :port") from None
+    if not 0 < number < 65536:
+        raise ValueError(f"arc_dns_server = {value!r}: the port must be 1-65535")
+    return host, number
+
+
 class ExplainSettings(_Section):
     """The explanation block added to family bounces (``gateway.explain``)."""
 
@@ -217,6 +242,16 @@ class ExplainSettings(_Section):
     dkim_key_file: Path | None = None
     dkim_selector: str | None = None
     dkim_domain: str | None = None
+    #: Optional ARC sealing after the edit (RFC 8617): the four arc_* keys, all or none.
+    arc_key_file: Path | None = None
+    arc_selector: str | None = None
+    arc_domain: str | None = None
+    #: The authserv-id (RFC 8601 section 2.5) whose Authentication-Results the seal records.
+    arc_authserv_id: str | None = None
+    #: "upstream": results added by a verifier before bouncegw; "verify": bouncegw checks DKIM/ARC.
+    arc_results: Literal["upstream", "verify"] = "upstream"
+    #: DNS server for "verify" (host or host:port); the system's resolver when unset.
+    arc_dns_server: str | None = None
 
     @field_validator("languages")
     @classmethod
@@ -235,6 +270,22 @@ class ExplainSettings(_Section):
         given = [v is not None for v in (self.dkim_key_file, self.dkim_selector, self.dkim_domain)]
         if any(given) and not all(given):
             raise ValueError("dkim_key_file, dkim_selector and dkim_domain must be given together")
+        return self
+
+    @model_validator(mode="after")
+    def _arc_quadruple(self) -> ExplainSettings:
+        values = (self.arc_key_file, self.arc_selector, self.arc_domain, self.arc_authserv_id)
+        if any(v is not None for v in values) and not all(v is not None for v in values):
+            raise ValueError(
+                "arc_key_file, arc_selector, arc_domain and arc_authserv_id must be given together"
+            )
+        for name, value in (("arc_domain", self.arc_domain), ("arc_authserv_id", self.arc_authserv_id)):
+            if value is not None and not HOST_NAME_RE.fullmatch(value):
+                raise ValueError(f"{name} = {value!r} is not a domain name (letters, digits, '-' and '.')")
+        if self.arc_selector is not None and not SELECTOR_RE.fullmatch(self.arc_selector):
+            raise ValueError(f"arc_selector = {self.arc_selector!r} is not a DKIM selector")
+        if self.arc_dns_server is not None:
+            parse_dns_server(self.arc_dns_server)
         return self
 
 

@@ -52,6 +52,7 @@ from prometheus_client import (
 )
 
 from gateway import codes
+from gateway.explain import arc
 from gateway.report import FORMAT_RFC3464, FORMAT_RFC6533, FORMAT_TEXT
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -150,6 +151,11 @@ ANNOTATIONS = Counter(
     "Family bounces by what the explain step did with them.",
     ["outcome"],
 )
+ARC_SEALS = Counter(
+    "bouncegw_arc_seals_total",
+    "Explained bounces by what ARC sealing did (only when [explain] arc_* is configured).",
+    ["outcome"],
+)
 INCIDENTS = Counter(
     "bouncegw_incidents_recorded_total",
     "Incidents made durable (database or journal) after the relay.",
@@ -198,6 +204,7 @@ def _initialise() -> None:
         (BOUNCE_FORMATS, BOUNCES),
         (PARSE_STAGES, PARSE_FAILURES),
         (ANNOTATION_OUTCOMES, ANNOTATIONS),
+        (tuple(arc.Outcome), ARC_SEALS),
         (STORAGE_PATHS, STORAGE),
     ):
         for value in labels:

@@ -12,12 +12,13 @@ Each step does one thing and, on failure, leaves the message as it was
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 
 from gateway import classify, dsn, metrics, offload, prefilter, replies
 from gateway.config import Settings
-from gateway.explain import AlreadyExplained, annotate
+from gateway.explain import AlreadyExplained, annotate, arc
 from gateway.pipeline import Deferred, Processed
 from gateway.relay import Reply
 from gateway.report import BounceReport
@@ -130,6 +131,22 @@ class Explain:
         message.annotated = True
         self.counters.annotations["annotated"] += 1
         metrics.ANNOTATIONS.labels("annotated").inc()
+        if arc.enabled(self.settings.explain):
+            await self._seal(ctx, message)
+
+    async def _seal(self, ctx: MessageContext, message: Processed) -> None:
+        """ARC-seal the edited bounce; whatever goes wrong, it is relayed explained but unsealed."""
+        try:
+            # DNS lookups and RSA signing: never on the event loop.
+            sealed = await asyncio.to_thread(arc.seal, message.original, message.data, self.settings.explain)
+        except Exception as exc:
+            sealed = arc.Sealed(message.data, arc.Outcome.FAILED, repr(exc))
+        metrics.ARC_SEALS.labels(sealed.outcome).inc()
+        if sealed.outcome is arc.Outcome.FAILED:
+            log.warning("transaction %s: relayed unsealed: %s", ctx.transaction_id, sealed.detail)
+        elif sealed.outcome is not arc.Outcome.SEALED:
+            log.info("transaction %s: not ARC-sealed: %s", ctx.transaction_id, sealed.detail)
+        message.data = sealed.data
 
     async def after_relay(self, ctx: MessageContext, message: Processed, reply: Reply) -> None:
         return None
