@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
+from storage.incidents import Source
 from storage.repository import IncidentFilter, InvalidCursor, Repository
 from storage.timespec import parse_time_bound
 
@@ -65,6 +66,8 @@ class IncidentOut(BaseModel):
     annotated: bool
     relay_outcome: str | None
     instance: str | None
+    #: "relay" (found in the mail flow) or "scan" (read from a mailbox by ``bouncegw scan``).
+    source: Source
 
 
 class IncidentPage(BaseModel):
@@ -135,6 +138,7 @@ def _filters(
     ] = None,
     code: Annotated[str | None, Query(description="Enhanced status code, e.g. 5.7.133")] = None,
     variant: Annotated[str | None, Query(description="Classifier variant")] = None,
+    source: Annotated[Source | None, Query(description="Found by the relay or by bouncegw scan")] = None,
 ) -> IncidentFilter:
     return IncidentFilter(
         since=_bound("since", since),
@@ -144,6 +148,7 @@ def _filters(
         sender=_text("sender", sender),
         code=_text("code", code),
         variant=_text("variant", variant),
+        source=source,
     )
 
 

@@ -19,11 +19,12 @@ from collections import Counter
 from gateway import classify, dsn, metrics, offload, prefilter, replies
 from gateway.config import Settings
 from gateway.explain import AlreadyExplained, annotate, arc
+from gateway.identity import bounce_digest
 from gateway.pipeline import Deferred, Processed
 from gateway.relay import Reply
 from gateway.report import BounceReport
 from gateway.transaction import MessageContext
-from storage.incidents import bounce_digest, build_incidents, new_incident_id
+from storage.incidents import allot_ids, build_incidents
 from storage.recorder import Recorder
 
 log = logging.getLogger(__name__)
@@ -99,13 +100,7 @@ class Explain:
             # Chosen policy: a family bounce we could not record is deferred (451),
             # the upstream keeps it and retries; ordinary mail is not affected.
             raise Deferred(replies.STORAGE_UNAVAILABLE)
-        # One id per distinct recipient: a bounce that lists a recipient twice makes one incident
-        # (the fingerprint is the bounce plus the recipient), and the block must not name an id
-        # that the database then skips as a duplicate.
-        allotted: dict[tuple[str | None, str | None], str] = {}
-        message.incident_ids = tuple(
-            allotted.setdefault((r.recipient, r.original_recipient), new_incident_id()) for r in report.family
-        )
+        message.incident_ids = allot_ids(report.family)
         try:
             message.data = await offload.by_size(
                 len(message.original),

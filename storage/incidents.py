@@ -4,15 +4,14 @@ Interface for the relay pipeline:
 
 - :func:`new_incident_id` -> ``str``: a ULID (26 characters, sorts by creation time). Ids are made
   *before* the bounce is annotated because the explanation block shows them.
-- :func:`bounce_digest(data) <bounce_digest>` -> ``str``: sha256 of the bounce bytes as received.
 - :func:`build_incidents(report, ctx, *, ids, annotated, relay_outcome, instance, store_subjects,
   bounce_digest=None) <build_incidents>` -> ``list[IncidentRecord]``: one record per recipient in
   ``report.family``, ids in the same order.
 
 The fingerprint (the database's unique key) is sha256 over the bounce's identity and the failed
-recipient. The identity is :func:`bounce_digest` of the raw bytes when the caller passes it (the
-upstream MTA retries a 4xx'd DATA with the same queue file, so the bytes are the same), else the
-report's own identifying fields (Message-ID, reporting MTA, original Message-ID).
+recipient. The identity is ``gateway.identity.bounce_digest`` of the bytes when the caller passes
+it (an upstream retry and a mailbox copy of the same bounce share it), else the report's own
+identifying fields (Message-ID, reporting MTA, original Message-ID).
 """
 
 from __future__ import annotations
@@ -22,12 +21,18 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parseaddr
-from typing import Any
+from typing import Any, Final, Literal, get_args
 
 from ulid import ULID
 
 from gateway.report import BounceReport, RecipientReport
 from gateway.transaction import MessageContext
+
+#: ``IncidentRecord.source``: found in the mail flow, or read from a mailbox by ``bouncegw scan``.
+Source = Literal["relay", "scan"]
+SOURCE_RELAY: Final[Source] = "relay"
+SOURCE_SCAN: Final[Source] = "scan"
+SOURCES: tuple[Source, ...] = get_args(Source)
 
 
 def new_incident_id() -> str:
@@ -35,9 +40,14 @@ def new_incident_id() -> str:
     return str(ULID())
 
 
-def bounce_digest(data: bytes) -> str:
-    """sha256 (hex) of the bounce bytes as the upstream sent them."""
-    return hashlib.sha256(data).hexdigest()
+def allot_ids(family: Sequence[RecipientReport]) -> tuple[str, ...]:
+    """One id per distinct recipient, aligned with ``family``.
+
+    A bounce that lists a recipient twice makes one incident (the fingerprint is the bounce plus
+    the recipient), and the block must not name an id that the database then skips as a duplicate.
+    """
+    allotted: dict[tuple[str | None, str | None], str] = {}
+    return tuple(allotted.setdefault((r.recipient, r.original_recipient), new_incident_id()) for r in family)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -71,6 +81,7 @@ class IncidentRecord:
     annotated: bool = False
     relay_outcome: str | None = None
     instance: str | None = None
+    source: Source = SOURCE_RELAY
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data (the journal line and the API body)."""

@@ -77,6 +77,8 @@ class Incident(Base):
     annotated: Mapped[bool] = mapped_column(Boolean, default=False)
     relay_outcome: Mapped[str | None] = mapped_column(String(64))
     instance: Mapped[str | None] = mapped_column(String(255))
+    #: Which part of bouncegw found the bounce: "relay" (in the mail flow) or "scan" (a mailbox).
+    source: Mapped[str] = mapped_column(String(16), index=True, default="relay", server_default="relay")
 
 
 # "Incidents since X for recipient Y" is the common query; id breaks ties for the cursor.

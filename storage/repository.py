@@ -47,6 +47,7 @@ class IncidentFilter:
     sender: str | None = None  # sender address, or a bare domain for every sender there
     code: str | None = None  # enhanced status code, e.g. 5.7.133
     variant: str | None = None
+    source: str | None = None  # "relay" or "scan" (storage.incidents.SOURCES)
 
     def clauses(self) -> list[ColumnElement[bool]]:
         where: list[ColumnElement[bool]] = []
@@ -68,6 +69,8 @@ class IncidentFilter:
             where.append(Incident.status == self.code.strip())
         if self.variant:
             where.append(Incident.variant == self.variant.strip())
+        if self.source:
+            where.append(Incident.source == self.source.strip())
         return where
 
 

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from storage.incidents import IncidentRecord, bounce_digest, build_incidents, new_incident_id
+from gateway.identity import bounce_digest
+from storage.incidents import IncidentRecord, build_incidents, new_incident_id
 from storage.repository import IncidentFilter, InvalidCursor, Repository
 from tests.storage_builders import context, family_report, records_for
 

@@ -2,8 +2,9 @@
 
 Filters (``list`` and ``stats``): ``--since/--until`` (a duration back from now such as ``24h`` or
 ``7d``, or an ISO date / date-time), ``--recipient``, ``--domain``, ``--sender`` (address, or a
-domain), ``--code``, ``--variant``. Output ``--format table|json|csv|ndjson``; the table fits the
-terminal width, and a long export shows progress on stderr when stderr is a terminal.
+domain), ``--code``, ``--variant``, ``--source`` (relay or scan). Output
+``--format table|json|csv|ndjson``; the table fits the terminal width, and a long export shows
+progress on stderr when stderr is a terminal.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 import click
 
 from gateway.cli.common import cli, config_option, database_option, settings_from
+from storage.incidents import SOURCES
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,6 +33,7 @@ LIST_COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("variant", "variant", 6),
     ("recipient", "failed_recipient", 9),
     ("sender", "sender", 8),
+    ("source", "source", 5),
 )
 
 
@@ -56,6 +59,7 @@ def filter_options(func: F) -> F:
         click.option("--sender", metavar="ADDR|DOMAIN", help="Sender address, or every sender of a domain."),
         click.option("--code", metavar="CODE", help="Enhanced status code, e.g. 5.7.133."),
         click.option("--variant", metavar="NAME", help="Classifier variant."),
+        click.option("--source", type=click.Choice(SOURCES), help="Found by the relay or by bouncegw scan."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -84,6 +88,7 @@ def _filters(kwargs: dict[str, Any]) -> Any:
         sender=kwargs.pop("sender"),
         code=kwargs.pop("code"),
         variant=kwargs.pop("variant"),
+        source=kwargs.pop("source"),
     )
 
 

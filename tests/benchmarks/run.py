@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.benchmarks import messages
+from tests.benchmarks import scan as scan_bench
 from tests.benchmarks.procs import Procs, cpu_seconds, free_port, status_kib, tree, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -657,11 +658,15 @@ def main() -> None:
         res["sink_check"] = {"received": int(received[-1]) if received else 0, "accepted": TALLY.sent}
         print("storage:", flush=True)
         res["storage"] = storage_bench(tmp)
+        print("scan against Sisimai:", flush=True)
+        res["scan"] = scan_bench.run(tmp)
     finally:
         procs.close()
     res["targets"] = evaluate(res, by_key)
     res["elapsed_s"] = time.monotonic() - started
     print_report(res, setups)
+    print()
+    scan_bench.report(res["scan"])
     out = ROOT / "bench-results" / "latest.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(rounded(res), indent=2) + "\n")

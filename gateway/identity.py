@@ -1,0 +1,47 @@
+"""When two copies of a bounce are the same bounce: the digest that keys its incidents.
+
+An incident's fingerprint (``storage.incidents.fingerprint``) is this digest plus the failed
+recipient, and the database keeps one row per fingerprint. Two kinds of copy must meet there:
+
+- an upstream MTA retrying a DATA that got 4xx sends the same queue file again;
+- ``bouncegw scan`` reads the bounce from the mailbox it was finally delivered to, where the
+  delivering MTA prepended trace fields (``Return-Path``, ``Delivered-To``, ``Received``, RFC 5321
+  section 4.4) and the mailbox format may have turned CRLF into LF.
+
+So the digest covers what delivery does not change: the root ``Message-ID`` and ``Date`` fields
+(RFC 5322 section 3.6) and the body after the root header block, with CRLF line ends (the form
+it had on the wire). The body of a DSN carries the per-message details (arrival dates, queue ids,
+the returned message), so distinct bounces do not share it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from gateway import header_block
+
+#: The root fields that identify a bounce together with its body.
+IDENTITY_FIELDS = ("message-id", "date")
+
+_LINE_END_RE = re.compile(rb"\r?\n")
+
+
+def bounce_digest(data: bytes) -> str:
+    """sha256 (hex) of the bounce's identity fields and body, as they were on the wire."""
+    digest = hashlib.sha256()
+    end = header_block.empty_line(data)
+    if end is None:  # no header block at all: the bytes are all there is
+        digest.update(data)
+        return digest.hexdigest()
+    fields = header_block.parse(data[: end[0]])
+    for name in IDENTITY_FIELDS:
+        digest.update(" ".join((fields.get(name) or "").split()).encode("utf-8", "surrogateescape"))
+        digest.update(b"\x00")
+    digest.update(memoryview(data)[end[1] :])
+    return digest.hexdigest()
+
+
+def as_on_the_wire(data: bytes) -> bytes:
+    """A mailbox copy with CRLF line ends, as SMTP carried it (RFC 5321 section 2.3.8)."""
+    return _LINE_END_RE.sub(b"\r\n", data)
