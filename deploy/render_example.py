@@ -9,7 +9,9 @@ layout, 5.7.133 to a group) and writes into ``deploy/docs/``:
 * ``explained-example.html`` its decoded text/html part;
 * ``explained-example-html.png`` / ``explained-example-text.png`` with ``--png``
   (headless Chromium; Debian packages ``chromium``, ``fonts-noto-cjk`` and,
-  to keep the images small, ``pngquant``).
+  to keep the images small, ``pngquant``);
+* ``variants/<variant>.txt``: the text block of every variant (both languages), so a
+  reviewer can read all the advice; a test checks these files equal what this renders now.
 
 Usage, from the repository root::
 
@@ -30,11 +32,37 @@ from pathlib import Path
 from gateway.classify import classify
 from gateway.config import ExplainSettings
 from gateway.dsn import parse
-from gateway.explain import annotate
+from gateway.explain import annotate, render
+from tests.advice_reports import NOW, VARIANTS, report
 from tests.positives import POSITIVES
 
 SAMPLE = "exo-qp-5.7.133"
 DOCS = Path(__file__).resolve().parent / "docs"
+VARIANT_DOCS = DOCS / "variants"
+#: The recipient shown in each variant's example (the sender is the original's From).
+VARIANT_ADDRESS = {
+    "organization": "info@contoso.example",
+    "group": "sales-team@contoso.example",
+    "microsoft365_group": "project-x@contoso.example",
+    "mailbox": "hanako.suzuki@contoso.example",
+    "public_folder": "orders-pf@contoso.example",
+    "mail_user": "partner.liaison@contoso.example",
+    "legacy": "somu@contoso.example",
+    "sender_not_allowed": "board@contoso.example",
+}
+
+
+def variant_texts() -> dict[str, str]:
+    """The text block of each variant (en, then ja), as the gateway renders it now."""
+    return {
+        variant: render.render(
+            report(variant, VARIANT_ADDRESS[variant]),
+            incident_ids=["01JH8Z3K4Q5R6S7T8V9W0XYZAB"],
+            now=NOW,
+            settings=ExplainSettings(),
+        ).text
+        for variant in VARIANTS
+    }
 
 
 def _parts(data: bytes) -> dict[str, str]:
@@ -94,20 +122,27 @@ def _shrink(*pngs: Path) -> None:
         )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--png", action="store_true", help="also render PNGs with headless Chromium")
-    args = parser.parse_args()
+def explained_example() -> bytes:
+    """The annotated example bounce, as relayed."""
     data = next(p.data for p in POSITIVES if p.name == SAMPLE)
-    report = classify(parse(data))
-    out = annotate(
+    return annotate(
         data,
-        report,
+        classify(parse(data)),
         incident_ids=["01JH8Z3K4Q5R6S7T8V9W0XYZAB"],
         now=datetime(2025, 1, 6, 9, 30, tzinfo=UTC),
         settings=ExplainSettings(),
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--png", action="store_true", help="also render PNGs with headless Chromium")
+    args = parser.parse_args()
+    out = explained_example()
     DOCS.mkdir(exist_ok=True)
+    VARIANT_DOCS.mkdir(exist_ok=True)
+    for variant, text in variant_texts().items():
+        (VARIANT_DOCS / f"{variant}.txt").write_text(text, encoding="utf-8")
     (DOCS / "explained-example.eml").write_bytes(out)
     parts = _parts(out)
     (DOCS / "explained-example.txt").write_text(parts["text/plain"], encoding="utf-8")

@@ -236,6 +236,10 @@ class ExplainSettings(_Section):
 
     #: Languages of the block, in this order (each needs templates/<lang>/).
     languages: list[str] = ["en", "ja"]
+    #: "auto": the language the returned original was written in goes first (its
+    #: Content-Language, a Japanese charset, a .jp sender); otherwise, and with
+    #: "configured", the order of `languages`.
+    language_order: Literal["auto", "configured"] = "auto"
     #: Directory searched before the packaged templates (same layout: <lang>/block.txt.j2, ...).
     template_dir: Path | None = None
     #: Optional DKIM re-signing after the edit (all three or none).

@@ -815,7 +815,22 @@ def _original(src: _Source, node: _Node) -> OriginalMessage | None:
         sender=_decoded(headers.get("From")),
         subject=_decoded(headers.get("Subject")),
         date=_decoded(headers.get("Date")),
+        content_language=_decoded(headers.get("Content-Language")),
+        charset=_original_charset(headers.get("Content-Type"), headers.get("Subject"), headers.get("From")),
     )
+
+
+#: A charset parameter (RFC 2045 section 5.1) and an RFC 2047 encoded word's charset.
+_CHARSET_PARAM: Final = re.compile(r";\s*charset\s*=\s*\"?([^\s\";]+)", re.IGNORECASE)
+_ENCODED_WORD_CHARSET: Final = re.compile(r"=\?([^?*\s]+)(?:\*[^?]*)?\?[BbQq]\?")
+
+
+def _original_charset(content_type: object, *encoded: object) -> str | None:
+    """The original's charset, read from header values the parser already holds (cheap)."""
+    found = _CHARSET_PARAM.search(str(content_type or ""))
+    if found is None:
+        found = next((m for v in encoded if v and (m := _ENCODED_WORD_CHARSET.search(str(v)))), None)
+    return found.group(1).lower()[:40] if found else None
 
 
 # ---------------------------------------------------------------------------

@@ -76,6 +76,10 @@ class OriginalMessage:
     sender: str | None = None  # the From header, decoded
     subject: str | None = None  # decoded
     date: str | None = None
+    #: Content-Language (RFC 3282) as written, e.g. "ja-JP"; picks the block's first language.
+    content_language: str | None = None
+    #: Lower-cased charset of its Content-Type, else of the first RFC 2047 word in Subject/From.
+    charset: str | None = None
 
 
 @dataclass(slots=True)

@@ -31,12 +31,22 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup, escape
 
 from gateway.config import ExplainSettings
+from gateway.explain import locale
+from gateway.explain.commands import address_of, powershell_argument, powershell_literal
 from gateway.report import CATEGORY_SENDER_NOT_ALLOWED, BounceReport, RecipientReport
 
 #: Variants the templates know (``content.j2`` of each language has one entry each).
 #: The classifier's variant picks the guidance; an unknown one falls back to the
 #: generic 5.7.12 text, which tells the admin how to find the recipient's kind.
-VARIANTS = ("organization", "group", "mailbox", "public_folder", "mail_user", "legacy")
+VARIANTS = (
+    "organization",
+    "group",
+    "microsoft365_group",
+    "mailbox",
+    "public_folder",
+    "mail_user",
+    "legacy",
+)
 SENDER_NOT_ALLOWED = "sender_not_allowed"
 FALLBACK_VARIANT = "organization"
 
@@ -44,6 +54,7 @@ FALLBACK_VARIANT = "organization"
 DEFAULT_STATUS: dict[str, str] = {
     "organization": "5.7.12",
     "group": "5.7.133",
+    "microsoft365_group": "5.7.193",
     "mailbox": "5.7.134",
     "public_folder": "5.7.135",
     "mail_user": "5.7.136",
@@ -106,12 +117,12 @@ def status_of(recipient: RecipientReport) -> str:
     return DEFAULT_STATUS[variant_of(recipient)]
 
 
-_PLACEHOLDER = re.compile(r"\{(address|sender)\}")
+_PLACEHOLDER = re.compile(r"\{(address|sender|id|name|first)\}")
 
 
 @jinja2.pass_eval_context
 def fill(eval_ctx: EvalContext, template: str, **values: str) -> str | Markup:
-    """Put values into ``{address}`` / ``{sender}`` placeholders in one pass.
+    """Fill the ``{address}``, ``{first}``, ``{sender}``, ``{id}`` and ``{name}`` placeholders in one pass.
 
     One pass, so a value that itself contains ``{sender}`` is not expanded again;
     in an autoescaped template both the wording and the values are escaped.
@@ -124,11 +135,28 @@ def fill(eval_ctx: EvalContext, template: str, **values: str) -> str | Markup:
     return "".join(filled)
 
 
-def wrap(text: str, width: int, first: str = "", rest: str = "") -> str:
-    """Fill a paragraph to ``width`` columns (0: leave it on one line, as for Japanese)."""
+#: A space before a word shaped like a cmdlet (Verb-Noun, any case): never a line break there.
+_BEFORE_CMDLET_LIKE = re.compile(r" (?=[A-Za-z]+-[A-Za-z])")
+#: Stands for a space that must not break; sanitise() removes NUL from every value, so none holds it.
+_GLUE = "\x00"
+
+
+def wrap(text: str, width: int, first: str = "", rest: str = "", keep: str = "") -> str:
+    """Fill a paragraph to ``width`` columns (0: leave it on one line, as for Japanese).
+
+    No continuation line may look like a command an administrator could paste: the paragraph
+    is never broken before a Verb-Noun word, nor inside or just before ``keep`` (a value from
+    the bounce, such as the recipient's address, which may hold spaces when it is not a plain
+    address), so a value never begins a line.
+    """
     if not width:
         return first + text
-    return textwrap.fill(
+    if keep and " " in keep:
+        text = text.replace(keep, keep.replace(" ", _GLUE))
+    if keep:
+        text = text.replace(" " + keep.replace(" ", _GLUE), _GLUE + keep.replace(" ", _GLUE))
+    text = _BEFORE_CMDLET_LIKE.sub(_GLUE, text)
+    filled = textwrap.fill(
         text,
         width,
         initial_indent=first,
@@ -136,6 +164,7 @@ def wrap(text: str, width: int, first: str = "", rest: str = "") -> str:
         break_long_words=False,
         break_on_hyphens=False,
     )
+    return filled.replace(_GLUE, " ")
 
 
 @functools.lru_cache(maxsize=8)
@@ -160,19 +189,40 @@ def build_environment(template_dir: Path | None) -> jinja2.Environment:
     env.filters["clean"] = sanitise
     env.filters["fill"] = fill
     env.filters["wrap"] = wrap
+    # Values reach PowerShell lines only through gateway.explain.commands.powershell_literal(): the
+    # packaged templates get its results in the context (ps_address, ps_sender, ps_contact_name);
+    # override templates can use `{{ value | ps("<placeholder>") }}` for the same literal-or-placeholder.
+    env.filters["ps"] = powershell_argument
     return env
 
 
-def _context(report: BounceReport, incident_ids: Sequence[str] | None, now: datetime) -> dict[str, Any]:
+#: New-MailContact's -Name is at most 64 characters (the sender's address is used as the name).
+MAX_CONTACT_NAME = 64
+
+
+def _context(
+    report: BounceReport, incident_ids: Sequence[str] | None, now: datetime, languages: Sequence[str]
+) -> dict[str, Any]:
     family = report.family
     ids = list(incident_ids or [])
     recipients = []
+    #: variant -> the address of its first recipient: later ones of that variant get only their
+    #: commands ("same steps as for ..."), so the block grows by a few lines per recipient.
+    first_of: dict[str, str] = {}
     for index, recipient in enumerate(family):
         incident = sanitise(ids[index], 64) if index < len(ids) and ids[index] else ""
+        raw_address = recipient.recipient or recipient.original_recipient
+        address = sanitise(raw_address or "?", MAX_ADDRESS)
+        variant = variant_of(recipient)
+        same_as = first_of.get(variant, "")
+        first_of.setdefault(variant, address)
         recipients.append(
             {
-                "address": sanitise(recipient.recipient or recipient.original_recipient or "?", MAX_ADDRESS),
-                "variant": variant_of(recipient),
+                "address": address,
+                "same_as": same_as,
+                # The address as a PowerShell literal, or None (the templates then show a placeholder).
+                "ps_address": powershell_literal(raw_address),
+                "variant": variant,
                 "status": status_of(recipient),
                 "diagnostic": sanitise(recipient.diagnostic),
                 "remote_mta": sanitise(recipient.remote_mta, 120),
@@ -181,6 +231,8 @@ def _context(report: BounceReport, incident_ids: Sequence[str] | None, now: date
         )
     original = report.original
     when = now.astimezone(UTC) if now.tzinfo else now.replace(tzinfo=UTC)
+    sender_address = address_of(original.sender) if original else None
+    sent = original.date if original else None
     return {
         "recipients": recipients,
         "variants": sorted({r["variant"] for r in recipients}),
@@ -190,6 +242,14 @@ def _context(report: BounceReport, incident_ids: Sequence[str] | None, now: date
         "subject": sanitise(original.subject) if original else "",
         "date": sanitise(original.date, 80) if original else "",
         "original_sender": sanitise(original.sender, MAX_ADDRESS) if original else "",
+        "ps_sender": powershell_literal(sender_address),
+        "ps_contact_name": powershell_literal(sender_address, max_length=MAX_CONTACT_NAME),
+        # Dates in each language's own form, zone stated (gateway.explain.locale).
+        "times": {lang: locale.format_datetime(when, lang) for lang in languages},
+        "dates": {
+            lang: sanitise(locale.format_header_date(sent, lang) or sent, 80) if sent else ""
+            for lang in languages
+        },
         "reporting_mta": sanitise(report.reporting_mta, 120),
     }
 
@@ -205,11 +265,12 @@ def render(
     """Render every configured language, in order, into one text block and one HTML block."""
     if not report.family:
         raise ValueError("no recipient of the family to explain")
-    context = _context(report, incident_ids, now)
+    languages = locale.language_order(report.original, settings.languages, settings.language_order)
+    context = _context(report, incident_ids, now, languages)
     if environment is None and settings.template_dir is None:
-        return _cached_render(context, tuple(settings.languages))
+        return _cached_render(context, languages)
     env = environment or build_environment(settings.template_dir)
-    return _render(env, context, settings.languages)
+    return _render(env, context, languages)
 
 
 def _render(env: jinja2.Environment, context: dict[str, Any], languages: Sequence[str]) -> Rendered:
@@ -272,6 +333,8 @@ def _skeleton(context: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, 
         time=hole(context["time"]),
         subject=hole(context["subject"]),
         date=hole(context["date"]),
+        times={lang: hole(value) for lang, value in context["times"].items()},
+        dates={lang: hole(value) for lang, value in context["dates"].items()},
     )
     return skeleton, fills
 
@@ -307,7 +370,19 @@ def _cached_render(context: dict[str, Any], languages: tuple[str, ...]) -> Rende
     return full
 
 
+#: RFC 2046 section 5.1.1: a boundary delimiter ("--" + boundary) must not start any line of a part.
+BOUNDARY_PREFIX = "--"
+
+
 def _tidy(text: str) -> str:
-    """LF line ends, no trailing spaces (quoted-printable would have to escape them)."""
+    """LF line ends, no trailing spaces (quoted-printable would have to escape them), no "--" line start.
+
+    The packaged templates never start a line with "--" or with a value from the bounce; this
+    guard covers override templates and any wrapping: such a line gets one leading space.
+    """
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    return "\n".join(line.rstrip() for line in lines).strip("\n") + "\n"
+    tidy = (line.rstrip() for line in lines)
+    return (
+        "\n".join(" " + line if line.startswith(BOUNDARY_PREFIX) else line for line in tidy).strip("\n")
+        + "\n"
+    )
