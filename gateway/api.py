@@ -52,6 +52,7 @@ class IncidentOut(BaseModel):
     recipient_domain: str | None
     original_recipient: str | None
     status: str | None
+    reported_status: str | None
     diagnostic: str | None
     category: str | None
     variant: str | None

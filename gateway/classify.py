@@ -40,42 +40,58 @@ def _codes_in(recipient: RecipientReport) -> list[tuple[str, str, str]]:
     return found
 
 
-def classify_recipient(recipient: RecipientReport, *, microsoft: bool) -> RecipientReport:
-    """Fill ``category``/``variant``/``evidence`` of one recipient in place (and return it)."""
+def _mark(recipient: RecipientReport, row: codes.FamilyCode, evidence: Evidence) -> RecipientReport:
+    recipient.category, recipient.variant = row.category, row.variant
+    recipient.evidence = (evidence,)
+    return recipient
+
+
+def classify_recipient(
+    recipient: RecipientReport, *, microsoft: bool, family: codes.Family | None = None
+) -> RecipientReport:
+    """Fill ``category``/``variant``/``evidence`` of one recipient in place (and return it).
+
+    The recipient's ``status`` becomes the most specific family code found: Exchange Online
+    wraps the real code in a generic one (``554 5.7.0 < #5.7.133 smtp;550 5.7.133 ...>``), and
+    the wrapper says less. ``reported_status`` keeps what the bounce's Status field said.
+    """
+    table = family or codes.FAMILY
     recipient.category = recipient.variant = None
     recipient.evidence = ()
     if not _failed(recipient):
         return recipient
     found = _codes_in(recipient)
     for code, source, text in found:
-        rule = codes.CODE_RULES.get(code)
-        if rule is None or (rule.needs_microsoft and not microsoft):
+        row = table.by_code.get(code)
+        if row is None or (row.needs_microsoft and not microsoft):
             continue
-        recipient.category, recipient.variant = rule.category, rule.variant
-        recipient.evidence = (Evidence(source, _clip(text)),)
-        return recipient
+        recipient.status = code
+        return _mark(recipient, row, Evidence(source, _clip(text)))
+    # A token names the case only when every code beside it is a generic wrapper (or there is
+    # none): "5.7.1 RESOLVER.RST.AuthRequired" is the legacy case, "5.1.1 ..." never is.
     seen_codes = {code for code, _, _ in found}
     diagnostic = recipient.diagnostic or ""
-    for token_rule in codes.TOKEN_RULES:
-        if token_rule.token.lower() not in diagnostic.lower():
+    for match in table.tokens:
+        row = match.row
+        if not seen_codes <= codes.GENERIC_CODES | {row.code}:
             continue
-        if not (
-            seen_codes & {c for c in token_rule.statuses if c}
-            or (None in token_rule.statuses and not seen_codes)
-        ):
+        if row.needs_microsoft and not microsoft:
             continue
-        recipient.category, recipient.variant = token_rule.category, token_rule.variant
-        recipient.evidence = (Evidence("delivery-status:Diagnostic-Code", _clip(diagnostic)),)
-        return recipient
+        if not match.pattern.search(diagnostic):
+            continue
+        if row.code in seen_codes or recipient.status is None:
+            recipient.status = row.code
+        return _mark(recipient, row, Evidence("delivery-status:Diagnostic-Code", _clip(diagnostic)))
     return recipient
 
 
 def classify(report: BounceReport) -> BounceReport:
     """Classify every recipient of ``report`` (in place; the same object is returned)."""
     microsoft = bool(report.microsoft_evidence)
+    table = codes.FAMILY  # read once: one bounce is classified against one table
     for recipient in report.recipients:
         if report.is_bounce:
-            classify_recipient(recipient, microsoft=microsoft)
+            classify_recipient(recipient, microsoft=microsoft, family=table)
         else:
             recipient.category = recipient.variant = None
             recipient.evidence = ()

@@ -22,10 +22,12 @@ in place (architecture invariant 3).
 
 from __future__ import annotations
 
+import array
 import base64
 import binascii
 import email.parser
 import email.policy
+import email.utils
 import html
 import json
 import logging
@@ -63,6 +65,15 @@ log = logging.getLogger(__name__)
 EXPLAINED_HEADER: Final = "X-Bouncegw-Explained"
 _EVIDENCE_MAX: Final = 200
 
+#: How many MIME levels (multipart and enclosed-message nesting) are read. Machine-written
+#: bounces nest three or four levels; parts below this depth are not read (the report says
+#: so: ``BounceReport.nesting_capped``) and what sits above it is still recognised.
+MAX_DEPTH: Final = 50
+#: flanker and the standard library recurse once or more per level and hit Python's recursion
+#: limit at a few hundred levels: a message declaring more nested types than this is never
+#: given to them, only to the iterative boundary walk.
+RECURSIVE_PARSER_LIMIT: Final = 100
+
 
 class ParseError(Exception):
     """The input cannot be parsed as a message at all (e.g. empty, or not bytes)."""
@@ -84,12 +95,18 @@ class _Node:
     enclosed: _Node | None = None  # message/rfc822 content
     payload: bytes | None = None  # decoded body when offsets are unknown (stdlib path)
 
-    def walk(self, depth: int = 0, max_depth: int = 50) -> Iterator[_Node]:
-        yield self
-        if depth >= max_depth:
-            return
-        for child in self.children:
-            yield from child.walk(depth + 1, max_depth)
+    def walk(self, max_depth: int | None = None) -> Iterator[_Node]:
+        """Every node in document order, at most ``max_depth`` levels below this one.
+
+        Iterative (an explicit stack): a deep tree costs no Python recursion.
+        """
+        limit = MAX_DEPTH if max_depth is None else max_depth
+        stack: list[tuple[_Node, int]] = [(self, 0)]
+        while stack:
+            node, depth = stack.pop()
+            yield node
+            if depth < limit:
+                stack.extend((child, depth + 1) for child in reversed(node.children))
 
 
 def _root_header_end(data: bytes) -> tuple[int, int]:
@@ -143,6 +160,14 @@ class _Source:
         self.data = data
         self.text = data.decode("utf-8", "surrogateescape")
         self.is_ascii = len(self.text) == len(data)
+        #: The tree that was built stops at MAX_DEPTH: deeper parts were not read.
+        self.capped = False
+        self._delimiters: _Delimiters | None = None
+
+    def delimiters(self) -> _Delimiters:
+        if self._delimiters is None:
+            self._delimiters = _Delimiters(self.data)
+        return self._delimiters
 
     def byte_offset(self, char_offset: int) -> int:
         if self.is_ascii:
@@ -159,6 +184,65 @@ class _Source:
         """Decoded text with line ends normalised to LF (for scanning only, never for offsets)."""
         text = _charset_decode(self.node_body(node), node.params.get("charset"))
         return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+# ---------------------------------------------------------------------------
+# Boundary delimiters, found once per message.
+
+#: "--", the rest of the line, and its line break (RFC 2046 section 5.1.1: a delimiter is "--",
+#: the boundary, optional "--" for the close delimiter, transport padding, then the line end).
+_DASH_LINE_RE: Final = re.compile(rb"--([^\r\n]*)(\r\n|\n|\r|)")
+
+
+class _Delimiters:
+    """Every line that starts with "--", indexed by the boundary it would delimit.
+
+    Built in one pass over the message, so that splitting every multipart of a deeply nested
+    message costs time linear in its size: searching each part's body for its own delimiters
+    would scan the inner levels once per enclosing level. Entries are kept as flat integer
+    arrays, which the garbage collector does not track (a tuple per line would make its
+    collections grow with the number of lines).
+    """
+
+    __slots__ = ("_by_boundary",)
+
+    def __init__(self, data: bytes) -> None:
+        #: boundary -> [start, content end, line end, is close delimiter] * n, in input order.
+        self._by_boundary: dict[bytes, array.array[int]] = {}
+        by_boundary = self._by_boundary
+        for m in _DASH_LINE_RE.finditer(data):
+            start = m.start()
+            if start and data[start - 1] not in b"\r\n":
+                continue  # mid-line: not a delimiter
+            token = m.group(1).rstrip(b" \t")
+            content_end, line_end = m.end(1), m.end()
+            entries = by_boundary.get(token)
+            if entries is None:
+                entries = by_boundary[token] = array.array("q")
+            entries.extend((start, content_end, line_end, 0))
+            if token.endswith(b"--"):
+                closing = by_boundary.get(token[:-2])
+                if closing is None:
+                    closing = by_boundary[token[:-2]] = array.array("q")
+                closing.extend((start, content_end, line_end, 1))
+
+    def within(self, boundary: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, bool]]:
+        """The delimiter lines of ``boundary`` that lie in ``data[start:end]``."""
+        entries = self._by_boundary.get(boundary)
+        if entries is None:
+            return
+        count = len(entries) // 4
+        lo, hi = 0, count  # binary search for the first line at or after ``start``
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if entries[4 * mid] < start:
+                lo = mid + 1
+            else:
+                hi = mid
+        for i in range(4 * lo, 4 * count, 4):
+            if entries[i + 1] > end:
+                return
+            yield entries[i], entries[i + 1], entries[i + 2], bool(entries[i + 3])
 
 
 # ---------------------------------------------------------------------------
@@ -186,26 +270,84 @@ def _declared_tree(src: _Source, root: Message, max_depth: int) -> _Node | None:
     if not src.is_ascii or root.defects:
         return None
     _, body_start = _root_header_end(src.data)
-    return _declared_node(src, root, 0, body_start, len(src.data), 0, max_depth)
+    return _boundary_tree(src, root, body_start, max_depth, strict=True)
 
 
-def _declared_node(
-    src: _Source, headers: Message, hs: int, bs: int, end: int, depth: int, max_depth: int
+def _walked_tree(src: _Source, root: Message, max_depth: int) -> _Node:
+    """The tree as the boundaries draw it, whatever else is unusual (the last path).
+
+    For messages the recursive parsers cannot take (nested deeper than they can recurse):
+    nothing is declined, defects are read past, and unclosed multiparts keep the parts found.
+    """
+    _, body_start = _root_header_end(src.data)
+    tree = _boundary_tree(src, root, body_start, max_depth, strict=False)
+    assert tree is not None  # the lenient walk never declines
+    return tree
+
+
+def _boundary_tree(
+    src: _Source, root: Message, body_start: int, max_depth: int, *, strict: bool
 ) -> _Node | None:
-    if depth >= max_depth or len(headers.get_all("Content-Type", [])) > 1:
+    """Split on declared boundaries, level by level with an explicit stack (no recursion).
+
+    ``strict``: give up (None) on anything that flanker might read differently. Nodes at
+    ``max_depth`` are kept without their children, as flanker's path keeps them.
+    """
+    top = _boundary_node(root, 0, body_start, len(src.data), strict=strict)
+    if top is None:
         return None
+    capped = False
+    stack: list[tuple[_Node, int]] = [(top, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if not node.ctype.startswith("multipart/"):
+            continue
+        if depth >= max_depth:
+            capped = True
+            continue
+        boundary = node.params.get("boundary")
+        if not boundary or node.ctype == "multipart/digest":
+            if strict:
+                return None
+            continue
+        assert node.body_start is not None and node.body_end is not None
+        spans, closed = _multipart_spans(src, node.body_start, node.body_end, boundary)
+        if strict and (not closed or not spans):
+            return None
+        for start, stop in spans:
+            child_bs = _header_block_end(src.data, start, stop)
+            child_headers = header_block.parse(src.data[start : max(start, child_bs)])
+            if strict and child_headers.defects:
+                return None
+            child = _boundary_node(child_headers, start, child_bs, stop, strict=strict)
+            if child is None:
+                return None
+            node.children.append(child)
+            stack.append((child, depth + 1))
+    src.capped = capped
+    return top
+
+
+def _boundary_node(headers: Message, hs: int, bs: int, end: int, *, strict: bool) -> _Node | None:
+    """One part from its header block (children are added by the caller)."""
     raw_ctype = headers.get("Content-Type")
-    if raw_ctype is not None and not _PLAIN_CTYPE_RE.match(str(raw_ctype)):
-        return None
+    if strict:
+        if len(headers.get_all("Content-Type", [])) > 1:
+            return None
+        if raw_ctype is not None and not _PLAIN_CTYPE_RE.match(str(raw_ctype)):
+            return None
     if raw_ctype is None:
         params = _IMPLICIT_PARAMS  # RFC 2045 §5.2, as flanker spells it
     else:
         params = [(name, value) for name, value in (headers.get_params() or [])[1:] if name]
-        if not all(_PARAM_NAME_RE.fullmatch(name) and isinstance(value, str) for name, value in params):
+        plain = all(_PARAM_NAME_RE.fullmatch(name) and isinstance(value, str) for name, value in params)
+        if strict and not plain:
             # RFC 2231 parameters (the stdlib returns them as tuples) flanker decodes its own
             # way; a name that is no token is a folding accident the two parsers read differently.
             return None
-    node = _Node(
+        if not plain:
+            params = [(name, email.utils.collapse_rfc2231_value(value)) for name, value in params]
+    return _Node(
         ctype=headers.get_content_type().lower(),
         params={name.lower(): str(value) for name, value in params},
         cte=str(headers.get("Content-Transfer-Encoding", "7bit")).strip().lower(),
@@ -213,24 +355,6 @@ def _declared_node(
         body_start=bs,
         body_end=max(end, bs),
     )
-    if not node.ctype.startswith("multipart/"):
-        return node
-    boundary = node.params.get("boundary")
-    if not boundary or node.ctype == "multipart/digest":
-        return None
-    spans, closed = _multipart_spans(src.data, bs, end, boundary)
-    if not closed or not spans:
-        return None
-    for start, stop in spans:
-        child_bs = _header_block_end(src.data, start, stop)
-        child_headers = header_block.parse(src.data[start : max(start, child_bs)])
-        if child_headers.defects:
-            return None
-        child = _declared_node(src, child_headers, start, child_bs, stop, depth + 1, max_depth)
-        if child is None:
-            return None
-        node.children.append(child)
-    return node
 
 
 # ---------------------------------------------------------------------------
@@ -290,29 +414,23 @@ def _from_flanker(src: _Source, part: object, depth: int, max_depth: int) -> _No
 # offsets found by splitting the bytes on the boundaries ourselves.
 
 
-def _split_multipart(data: bytes, start: int, end: int, boundary: str) -> list[tuple[int, int]]:
+def _split_multipart(src: _Source, start: int, end: int, boundary: str) -> list[tuple[int, int]]:
     """Spans (part start, part end) of a multipart body (RFC 2046 §5.1.1)."""
-    return _multipart_spans(data, start, end, boundary)[0]
+    return _multipart_spans(src, start, end, boundary)[0]
 
 
-def _multipart_spans(data: bytes, start: int, end: int, boundary: str) -> tuple[list[tuple[int, int]], bool]:
+def _multipart_spans(src: _Source, start: int, end: int, boundary: str) -> tuple[list[tuple[int, int]], bool]:
     """Spans of a multipart body's parts, and whether its close delimiter was found."""
-    # The pattern starts with its literal so the regex engine can skip ahead; whether a match
-    # starts a line is checked after (a line-start lookbehind would be tried at every byte).
-    delim = re.compile(
-        rb"--" + re.escape(boundary.encode("utf-8", "surrogateescape")) + rb"(--)?[ \t]*(?:\r\n|\n|\r|$)",
-        re.MULTILINE,
-    )
+    data = src.data
     spans: list[tuple[int, int]] = []
     prev: int | None = None
-    for m in delim.finditer(data, start, end):
-        if m.start() and data[m.start() - 1] not in b"\r\n":
-            continue  # mid-line: not a delimiter
+    key = boundary.encode("utf-8", "surrogateescape")
+    for line_start, _content_end, line_end, closing in src.delimiters().within(key, start, end):
         if prev is not None:
-            spans.append((prev, _strip_final_break(data, prev, m.start())))
-        if m.group(1):
+            spans.append((prev, _strip_final_break(data, prev, line_start)))
+        if closing:
             return spans, True
-        prev = m.end()
+        prev = min(line_end, end)
     if prev is not None:
         spans.append((prev, end))
     return spans, False
@@ -357,7 +475,7 @@ def _from_stdlib(
         boundary = msg.get_boundary()
         spans: list[tuple[int, int]] = []
         if boundary and bs is not None and be is not None:
-            spans = _split_multipart(src.data, bs, be, boundary)
+            spans = _split_multipart(src, bs, be, boundary)
         aligned = len(spans) == len(payload)
         for i, sub in enumerate(payload):
             if not isinstance(sub, Message):
@@ -405,7 +523,7 @@ def _recovered_children(src: _Source, node: _Node, depth: int, max_depth: int) -
         return []
     children: list[_Node] = []
     for s, e in _split_multipart(
-        src.data, node.body_start, node.body_end, boundary.decode("utf-8", "surrogateescape")
+        src, node.body_start, node.body_end, boundary.decode("utf-8", "surrogateescape")
     ):
         msg = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(src.data[s:e])
         children.append(_from_stdlib(src, msg, s, e, depth + 1, max_depth))
@@ -528,7 +646,7 @@ def _recipients_from_groups(groups: list[dict[str, str]]) -> tuple[str | None, l
         if "final-recipient" not in group and "original-recipient" not in group:
             continue
         diagnostic = _typed_value(group.get("diagnostic-code"))
-        status = _status(group.get("status"))
+        reported = status = _status(group.get("status"))
         detailed = _status(diagnostic)
         # Many MTAs write a generic Status (5.0.0, 4.4.7) next to the remote server's own
         # reply; the reply's code is the precise one when both are of the same class.
@@ -542,6 +660,7 @@ def _recipients_from_groups(groups: list[dict[str, str]]) -> tuple[str | None, l
                 original_recipient=original,
                 action=(group.get("action") or "").strip().lower() or None,
                 status=status,
+                reported_status=reported,
                 diagnostic=diagnostic,
                 remote_mta=_typed_value(group.get("remote-mta")),
                 last_attempt=group.get("last-attempt-date"),
@@ -572,8 +691,8 @@ _TEXT_RECIPIENT_RES: Final[tuple[re.Pattern[str], ...]] = (
     re.compile(
         r"^[ \t]*>>>[ \t]*(?:RCPT To:)?[ \t]*<?(?P<rcpt>" + _ADDR + r")>?", re.MULTILINE | re.IGNORECASE
     ),
-    # Exchange 2003: "    rcpt on 1/2/2003 ..."; Domino and others: "rcpt (reason)".
-    re.compile(r"^[ \t]*<?(?P<rcpt>" + _ADDR + r")>?[ \t]+on[ \t]", re.MULTILINE),
+    # Exchange 2003: "    'rcpt' on 1/2/2003 ..." (quoted) or "    rcpt on 1/2/2003 ...".
+    re.compile(r"^[ \t]*[<']?(?P<rcpt>" + _ADDR + r")[>']?[ \t]+on[ \t]", re.MULTILINE),
     # "RCPT TO:<rcpt>" in a quoted SMTP dialogue.
     re.compile(r"RCPT[ \t]+TO:[ \t]*<?(?P<rcpt>" + _ADDR + r")>?", re.IGNORECASE),
     # "Could not be delivered to: <rcpt>", "delivery to <rcpt> failed", MailFoundry's
@@ -658,10 +777,11 @@ def _text_recipients(text: str, skip: set[str]) -> list[RecipientReport]:
                 recipient=rcpt.strip("."),
                 action="failed",
                 status=status,
+                reported_status=status,
                 diagnostic=_clip(line) if line else None,
             )
         elif report.status is None and status is not None:
-            report.status = status
+            report.status = report.reported_status = status
             report.diagnostic = _clip(line) if line else report.diagnostic
     return list(seen.values())
 
@@ -728,11 +848,13 @@ def _json_notification(text: str) -> tuple[bool, list[RecipientReport]] | None:
     for item in section.get(rule.recipients) or []:
         entry = item if isinstance(item, dict) else {"emailAddress": item}
         diagnostic = _typed_value(str(entry.get("diagnosticCode") or response)) or None
+        status = _status(str(entry.get("status") or "")) or _status(diagnostic)
         recipients.append(
             RecipientReport(
                 recipient=str(entry.get("emailAddress") or "") or None,
                 action=str(entry.get("action") or rule.action),
-                status=_status(str(entry.get("status") or "")) or _status(diagnostic),
+                status=status,
+                reported_status=status,
                 diagnostic=diagnostic,
                 remote_mta=_typed_value(str(section.get("reportingMTA") or "")) or None,
             )
@@ -841,6 +963,8 @@ def _microsoft_evidence(
     root: Message, report: BounceReport, texts: list[tuple[str, str]]
 ) -> tuple[Evidence, ...]:
     found: list[Evidence] = []
+    # Words the family table names as Microsoft's own (e.g. the UnifiedGroupAgent of 5.7.193).
+    evidence_re = codes.FAMILY.evidence_re
     for name in root:
         if codes.MICROSOFT_HEADER_RE.match(name):
             found.append(Evidence(f"header:{name}", _clip(str(root.get(name, "")))))
@@ -851,7 +975,9 @@ def _microsoft_evidence(
         if r.remote_mta and codes.MICROSOFT_HOST_RE.search(r.remote_mta):
             found.append(Evidence("delivery-status:Remote-MTA", _clip(r.remote_mta)))
         if r.diagnostic:
-            m = codes.MICROSOFT_TOKEN_RE.search(r.diagnostic)
+            m = codes.MICROSOFT_TOKEN_RE.search(r.diagnostic) or (
+                evidence_re.search(r.diagnostic) if evidence_re is not None else None
+            )
             if m:
                 found.append(Evidence("delivery-status:Diagnostic-Code", _clip(m.group(0))))
     for source, text in texts:
@@ -859,6 +985,12 @@ def _microsoft_evidence(
         # text a lower-cased substring test says first whether there is anything to find.
         lowered = text.lower() if text.isascii() else None
         m = codes.MICROSOFT_TOKEN_RE.search(text) if lowered is None or "resolver." in lowered else None
+        if (
+            m is None
+            and evidence_re is not None
+            and (lowered is None or any(w in lowered for w in codes.FAMILY.evidence_words))
+        ):
+            m = evidence_re.search(text)
         if m:
             found.append(Evidence(source, _clip(m.group(0))))
         for label, phrases, pattern in codes.MICROSOFT_TEXT_PATTERNS:
@@ -876,8 +1008,11 @@ def _microsoft_evidence(
 # Entry point.
 
 
-def parse(data: bytes, *, max_depth: int = 50) -> BounceReport:
+def parse(data: bytes, *, max_depth: int = MAX_DEPTH, envelope_sender: str | None = None) -> BounceReport:
     """Parse raw message bytes into a BounceReport (classification fields left empty).
+
+    ``envelope_sender`` is the SMTP MAIL FROM when known ("" for the null sender of
+    RFC 5321 section 4.5.5); without it, a ``Return-Path: <>`` header says the same.
 
     Raises :class:`ParseError` only when the input is not a message at all;
     anything else yields a report (``is_bounce=False`` when nothing was recognised).
@@ -888,7 +1023,7 @@ def parse(data: bytes, *, max_depth: int = 50) -> BounceReport:
     if not data.strip():
         raise ParseError("empty message")
     try:
-        return _parse(data, max_depth)
+        return _parse(data, max_depth, envelope_sender, _MAX_ENCLOSED)
     except RecursionError as exc:
         raise ParseError("message nesting too deep") from exc
     except (MemoryError, KeyboardInterrupt):
@@ -899,13 +1034,22 @@ def parse(data: bytes, *, max_depth: int = 50) -> BounceReport:
 
 
 def _build_tree(src: _Source, root: Message, max_depth: int) -> _Node:
-    """The declared structure when it is plain; else flanker; the stdlib when flanker fails."""
+    """The declared structure when it is plain; else flanker; the stdlib when flanker fails.
+
+    A message nested deeper than the recursive parsers can go is split by the iterative
+    boundary walk alone (it stops at ``max_depth``).
+    """
     if _cr_only(src.data):
         # CR-only line ends (old Mac mailboxes): flanker does not split on a bare CR.
+        if _deeply_nested(src.data):
+            return _walked_tree(src, root, max_depth)
         return _stdlib_tree(src, max_depth)
     tree = _declared_tree(src, root, max_depth)
     if tree is not None and not _tree_suspicious(tree):
         return tree
+    if _deeply_nested(src.data):
+        return _walked_tree(src, root, max_depth)
+    src.capped = False
     try:
         tree = _flanker_tree(src, max_depth)
     except RecursionError:
@@ -918,9 +1062,22 @@ def _build_tree(src: _Source, root: Message, max_depth: int) -> _Node:
     try:
         return _stdlib_tree(src, max_depth)
     except RecursionError:
-        if tree is not None:
-            return tree
-        raise
+        return tree if tree is not None else _walked_tree(src, root, max_depth)
+
+
+#: A Content-Type that opens a level of nesting (a multipart, or an enclosed message).
+_NESTING_TYPE_RE: Final = re.compile(rb"(?:multipart|message)/", re.IGNORECASE)
+
+
+def _deeply_nested(data: bytes) -> bool:
+    """More nesting types named than the recursive parsers can safely recurse through.
+
+    Counts every occurrence, header or not: an overcount only sends a message to the
+    iterative walk, which reads every message.
+    """
+    found = _NESTING_TYPE_RE.finditer(data)
+    # any() stops at the first count past the limit: the rest of the message is not scanned.
+    return any(count > RECURSIVE_PARSER_LIMIT for count, _ in enumerate(found, 1))
 
 
 def _cr_only(data: bytes) -> bool:
@@ -936,7 +1093,11 @@ def _tree_suspicious(tree: _Node) -> bool:
     return False
 
 
-def _parse(data: bytes, max_depth: int) -> BounceReport:
+#: How many gateway wrappings (a notice with the NDR attached as message/rfc822) are opened.
+_MAX_ENCLOSED: Final = 2
+
+
+def _parse(data: bytes, max_depth: int, envelope_sender: str | None, enclosed_left: int) -> BounceReport:
     src = _Source(data)
     hdr_end, _ = _root_header_end(data)
     root = header_block.parse(data[:hdr_end])
@@ -944,6 +1105,8 @@ def _parse(data: bytes, max_depth: int) -> BounceReport:
     report.already_explained = root.get(EXPLAINED_HEADER) is not None
 
     tree = _build_tree(src, root, max_depth)
+    report.nesting_capped = src.capped
+    enclosed_evidence: tuple[Evidence, ...] = ()
     nodes = list(tree.walk(max_depth=max_depth))
 
     status_nodes = [
@@ -993,7 +1156,13 @@ def _parse(data: bytes, max_depth: int) -> BounceReport:
     subject = _decoded(root.get("Subject")) or ""
     sender = " ".join(str(root.get(h, "")) for h in ("From", "Sender"))
     return_path = str(root.get("Return-Path", "")).strip()
-    null_sender = return_path in ("<>", "") and root.get("Return-Path") is not None
+    # The null reverse-path: from the envelope when known, else from Return-Path (written at
+    # delivery). A non-null Return-Path wins over a null envelope: a stored message re-sent.
+    header_null = return_path in ("<>", "") and root.get("Return-Path") is not None
+    if envelope_sender is not None:
+        null_sender = envelope_sender == "" and (root.get("Return-Path") is None or header_null)
+    else:
+        null_sender = header_null
     daemon = _is_daemon(sender) or root.get("X-Failed-Recipients") is not None
     # Exim marks its own bounces "Auto-Submitted: auto-replied", so the header alone
     # does not make a vacation reply (RFC 3834 §5).
@@ -1018,6 +1187,25 @@ def _parse(data: bytes, max_depth: int) -> BounceReport:
             _refine_from_text(report.recipients, "\n".join(t for _, t in texts))
         if not report.is_bounce:
             report.format = None
+    elif (
+        enclosed_left
+        and null_sender
+        and not forwarded
+        and not auto_reply
+        and (
+            inner := _enclosed_bounce(
+                src, root, tree, subject, sender, max_depth, enclosed_left - 1, report.nesting_capped
+            )
+        )
+        is not None
+    ):
+        # A relaying gateway's notice with the NDR attached: the NDR says who failed and why;
+        # the gateway's notice stays the human part (the attachment is never edited).
+        report.is_bounce, report.format = True, inner.format
+        report.recipients, report.reporting_mta = inner.recipients, inner.reporting_mta
+        report.original = inner.original
+        report.nesting_capped = inner.nesting_capped
+        enclosed_evidence = inner.microsoft_evidence
     elif (notification := _json_notification("\n".join(t for _, t in texts))) is not None:
         report.is_bounce, report.recipients = notification
         report.format = FORMAT_TEXT if report.is_bounce else None
@@ -1047,8 +1235,54 @@ def _parse(data: bytes, max_depth: int) -> BounceReport:
 
     if report.is_bounce:
         report.human_parts = tuple(hp for hp in (_human_part(src, n) for n in human) if hp is not None)
-        report.microsoft_evidence = _microsoft_evidence(root, report, texts)
+        report.microsoft_evidence = tuple(
+            dict.fromkeys(_microsoft_evidence(root, report, texts) + enclosed_evidence)
+        )
     return report
 
 
-__all__ = ["EXPLAINED_HEADER", "ParseError", "parse"]
+#: Root header signs that a machine, not a person, wrote the notice around an attached NDR.
+_MACHINE_NOTICE_HEADERS: Final = ("X-MS-Exchange-Message-Is-Ndr", "X-Failed-Recipients")
+
+
+def _enclosed_bounce(
+    src: _Source,
+    root: Message,
+    tree: _Node,
+    subject: str,
+    sender: str,
+    max_depth: int,
+    enclosed_left: int,
+    capped: bool,
+) -> BounceReport | None:
+    """The NDR a relaying gateway attached to its own short notice, if this is such a message.
+
+    The layout: null sender, ``multipart/mixed``, the gateway's notice first, the NDR as a
+    ``message/rfc822`` part of the root. The notice must look machine-written (a daemon
+    sender, Auto-Submitted, a bounce subject or Exchange's NDR header): a person forwarding
+    an NDR writes neither the null sender nor these, and stays a non-bounce.
+    """
+    if tree.ctype != "multipart/mixed" or len(tree.children) < 2 or capped:
+        return None
+    if codes.FORWARD_RE.match(subject):
+        return None  # "Fw: Undeliverable: ...": a person passing an NDR on
+    if tree.children[0].ctype.startswith("message/"):
+        return None  # no notice of its own: not a gateway's wrapping
+    machine = (
+        _is_daemon(sender)
+        or str(root.get("Auto-Submitted", "")).lower().startswith("auto-")
+        or bool(codes.BOUNCE_SUBJECT_RE.search(subject))
+        or any(root.get(h) is not None for h in _MACHINE_NOTICE_HEADERS)
+    )
+    if not machine:
+        return None
+    for child in tree.children[1:]:
+        if child.ctype not in ("message/rfc822", "message/global"):
+            continue
+        inner = _parse(src.node_body(child), max(1, max_depth - 1), "", enclosed_left)
+        if inner.is_bounce and inner.recipients:
+            return inner
+    return None
+
+
+__all__ = ["EXPLAINED_HEADER", "MAX_DEPTH", "ParseError", "parse"]

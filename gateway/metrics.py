@@ -71,13 +71,8 @@ BOUNCE_FORMATS = (FORMAT_RFC3464, FORMAT_RFC6533, FORMAT_TEXT)
 PARSE_STAGES = ("parse", "internal")
 ANNOTATION_OUTCOMES = ("annotated", "already_explained", "failed")
 STORAGE_PATHS = ("database", "journal", "replayed", "rejected")
-#: (category, variant) pairs come from the classification tables, so the set is closed.
-FAMILY_KINDS = tuple(
-    sorted(
-        {(rule.category, rule.variant) for rule in codes.CODE_RULES.values()}
-        | {(rule.category, rule.variant) for rule in codes.TOKEN_RULES}
-    )
-)
+#: (category, variant) pairs come from the family table, so the set is closed.
+FAMILY_KINDS = codes.FAMILY.kinds
 
 # -- the metrics -------------------------------------------------------------------------------
 BUILD_INFO = Gauge(
@@ -145,6 +140,10 @@ PARSE_FAILURES = Counter(
     "bouncegw_parse_failures_total",
     "Candidate bounces that could not be parsed, by stage (parse: malformed, internal: a bug).",
     ["stage"],
+)
+NESTING_CAPPED = Counter(
+    "bouncegw_nesting_capped_total",
+    "Candidate bounces nested deeper than the parser reads (MAX_DEPTH): parts below were not read.",
 )
 ANNOTATIONS = Counter(
     "bouncegw_annotations_total",
@@ -228,7 +227,8 @@ def _bounded(value: str | None, allowed: Iterable[str]) -> str:
 
 def count_family(category: str | None, variant: str | None) -> None:
     kind = (category or "", variant or "")
-    FAMILY.labels(*(kind if kind in FAMILY_KINDS else ("other", "other"))).inc()
+    # The table in force (an extended one too): its kinds are the label values.
+    FAMILY.labels(*(kind if kind in codes.FAMILY.kinds else ("other", "other"))).inc()
 
 
 def count_bounce(fmt: str) -> None:

@@ -2,7 +2,8 @@
 
 Ordinary mail must cost microseconds: only the root header block is looked at
 for bounce signs, and the body is searched by one bytes regex for the family's
-codes and Exchange resolver tokens. The check is conservative: when in doubt
+codes and Exchange resolver tokens (derived from the family table in
+``gateway.codes``, so a code added there is seen here too). The check is conservative: when in doubt
 (a bounce-like message whose body is base64, so the code cannot be seen) it
 answers True and lets the parser decide.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import re
 from typing import Final
+
+from gateway import codes
 
 #: Root header signs of a bounce (RFC 3464 report, RFC 3834 Auto-Submitted, null
 #: Return-Path per RFC 5321 §4.5.5, daemon senders, Exchange/Exim markers, subjects).
@@ -22,54 +25,6 @@ _HEADER_SIGN_RE: Final = re.compile(
     rb"|subject:[^\r\n]*(?:undeliver|delivery status notification|delivery (?:has )?fail|failure notice"
     rb"|returned mail|non-?delivery|could not be delivered|mail delivery))",
     re.IGNORECASE | re.MULTILINE,
-)
-
-#: The family's whole codes (5.7.12, 5.7.13, 5.7.124, 5.7.133-5.7.136) or an Exchange
-#: resolver token. A quoted-printable soft line break ("=" + CRLF, RFC 2045 §6.7) may
-#: split any of them, so an optional soft break is allowed between every character.
-_SB: Final = rb"(?:=\r?\n)?"
-_BODY_RE: Final = re.compile(
-    rb"(?<![\d.])5"
-    + _SB
-    + rb"\."
-    + _SB
-    + rb"7"
-    + _SB
-    + rb"\."
-    + _SB
-    + rb"1"
-    + _SB
-    + rb"(?:2"
-    + _SB
-    + rb"4?|3"
-    + _SB
-    + rb"[3-6]?)(?!"
-    + _SB
-    + rb"\d)"
-    + rb"|R"
-    + _SB
-    + rb"E"
-    + _SB
-    + rb"S"
-    + _SB
-    + rb"O"
-    + _SB
-    + rb"L"
-    + _SB
-    + rb"V"
-    + _SB
-    + rb"E"
-    + _SB
-    + rb"R"
-    + _SB
-    + rb"\."
-    + _SB
-    + rb"R"
-    + _SB
-    + rb"S"
-    + _SB
-    + rb"T",
-    re.IGNORECASE,
 )
 
 #: A base64 body part (the code may hide inside it).
@@ -144,7 +99,9 @@ def might_be_family_bounce(data: bytes) -> bool:
         return False
     if not _HEADER_SIGN_RE.search(head) and not _encoded_subject_sign(head):
         return False
-    if _BODY_RE.search(body):
+    # The family's whole codes and resolver tokens, as the family table defines them
+    # (gateway.codes.Family.body_re; quoted-printable soft breaks allowed inside).
+    if codes.FAMILY.body_re.search(body):
         return True
     # Bounce-looking but no visible code: a base64 part may hide it; let the parser decide.
     return bool(_BASE64_RE.search(data))

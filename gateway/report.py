@@ -37,7 +37,12 @@ class RecipientReport:
     recipient: str | None  # Final-Recipient, without the "rfc822;" type
     original_recipient: str | None = None
     action: str | None = None  # failed | delayed | delivered | relayed | expanded
-    status: str | None = None  # enhanced status code, e.g. "5.7.133"
+    #: Enhanced status code, e.g. "5.7.133": after classification the most specific family code
+    #: the bounce gives for this recipient (an inner code beats a generic 5.7.0 wrapper).
+    status: str | None = None
+    #: The code the bounce's Status field gave (text bounces: the first failure code of the
+    #: recipient's text), kept as reported whatever ``status`` became.
+    reported_status: str | None = None
     diagnostic: str | None = None  # Diagnostic-Code text, without the "smtp;" type
     remote_mta: str | None = None
     last_attempt: str | None = None
@@ -99,6 +104,9 @@ class BounceReport:
     #: a Microsoft reporting or remote MTA, Exchange's wording). Needed before a
     #: bare 5.7.12 or 5.7.13 is treated as Microsoft's meaning.
     microsoft_evidence: tuple[Evidence, ...] = ()
+    #: The MIME structure goes deeper than the parser reads (``gateway.dsn.MAX_DEPTH``): parts
+    #: below that depth were not read; what sits above it was.
+    nesting_capped: bool = False
 
     @property
     def family(self) -> list[RecipientReport]:

@@ -42,8 +42,10 @@ class StepCounters:
         self.record_failures = 0
 
 
-def _detect(data: bytes) -> BounceReport:
-    return classify.classify(dsn.parse(data))
+def _detect(data: bytes, envelope_sender: str) -> BounceReport:
+    # The envelope's null sender (RFC 5321 section 4.5.5) marks a bounce in transit, where no
+    # Return-Path header has been written yet.
+    return classify.classify(dsn.parse(data, envelope_sender=envelope_sender))
 
 
 class Detect:
@@ -55,7 +57,7 @@ class Detect:
         if not prefilter.might_be_family_bounce(data):
             return
         try:
-            report = await offload.by_size(len(data), _detect, data)
+            report = await offload.by_size(len(data), _detect, data, ctx.mail_from)
         except dsn.ParseError as exc:
             self.counters.parse_failures["parse"] += 1
             metrics.PARSE_FAILURES.labels("parse").inc()
@@ -68,6 +70,8 @@ class Detect:
             log.exception("transaction %s: bounce detection failed", ctx.transaction_id)
             return
         message.report = report
+        if report.nesting_capped:
+            metrics.NESTING_CAPPED.inc()
         if report.is_bounce and report.format:
             self.counters.bounces[report.format] += 1
             metrics.count_bounce(report.format)

@@ -67,6 +67,7 @@ class IncidentRecord:
     recipient_domain: str | None = None
     original_recipient: str | None = None
     status: str | None = None
+    reported_status: str | None = None
     diagnostic: str | None = None
     category: str | None = None
     variant: str | None = None
@@ -178,6 +179,7 @@ def build_incidents(
                 recipient_domain=domain_of(failed),
                 original_recipient=rcpt.original_recipient,
                 status=rcpt.status,
+                reported_status=rcpt.reported_status,
                 diagnostic=rcpt.diagnostic,
                 category=rcpt.category,
                 variant=rcpt.variant,

@@ -62,7 +62,10 @@ class Incident(Base):
     failed_recipient: Mapped[str | None] = mapped_column(String(320), index=True)
     recipient_domain: Mapped[str | None] = mapped_column(String(255), index=True)
     original_recipient: Mapped[str | None] = mapped_column(Text)
+    #: The most specific family code the bounce gave for the recipient (what is explained).
     status: Mapped[str | None] = mapped_column(String(16), index=True)
+    #: The bounce's own Status field for the recipient, e.g. the generic 5.7.0 around a 5.7.133.
+    reported_status: Mapped[str | None] = mapped_column(String(16))
     diagnostic: Mapped[str | None] = mapped_column(Text)
     category: Mapped[str | None] = mapped_column(String(64))
     variant: Mapped[str | None] = mapped_column(String(64), index=True)

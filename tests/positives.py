@@ -31,6 +31,11 @@ class Positive:
     data: bytes
     expected: list[Expected]
     format: str = "rfc3464"
+    #: Where the layout and wording come from (required for layouts added from public reports).
+    source: str = ""
+    #: The Status field (or first code of the text) the bounce gives each expected recipient,
+    #: when it differs from the expected (most specific) status.
+    reported: list[str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class Negative:
     data: bytes
     is_bounce: bool
     allowed: list[Expected] = field(default_factory=list)
+    source: str = ""
 
 
 # ---------------------------------------------------------------------------
@@ -431,7 +437,269 @@ def _build_positives() -> list[Positive]:
     return out
 
 
-POSITIVES: list[Positive] = _build_positives()
+# ---------------------------------------------------------------------------
+# Layouts seen in public reports (issue reports, Microsoft's articles), each row citing its source.
+
+#: Microsoft Learn, "Non-delivery reports in Exchange Online" (the NDR's parts: user information,
+#: "Diagnostic information for administrators", "Remote Server returned '...'", original headers).
+SRC_EXO_NDR = "Microsoft Learn: Non-delivery reports in Exchange Online (NDR layout)"
+#: Exchange Online's wrapper around a remote code, as quoted in public GitHub issue reports:
+#: "Remote Server returned '554 5.7.0 < #5.7.133 smtp;550 5.7.133 RESOLVER.RST....>'".
+SRC_WRAPPED = "public GitHub issue reports quoting Exchange Online's '554 5.7.0 < #5.7.133 ...>' wrapper"
+
+WRAPPED_133 = (
+    "554 5.7.0 < #5.7.133 smtp;550 5.7.133 RESOLVER.RST.SenderNotAuthenticatedForGroup; authentication "
+    "required; Delivery restriction check failed because the sender was not authenticated when sending to "
+    "this group>"
+)
+WRAPPED_134 = (
+    "554 5.7.0 < #5.7.134 smtp;550 5.7.134 RESOLVER.RST.SenderNotAuthenticatedForMailbox; authentication "
+    "required; Delivery restriction check failed because the sender was not authenticated when sending to "
+    "this mailbox>"
+)
+#: KB 3028012's spelling (no "Not").
+KB_5712 = (
+    "550 5.7.12 RESOLVER.RST.SenderAuthenticated; Delivery restriction check failed as sender not "
+    "authenticated"
+)
+#: Microsoft Learn, "Fix email delivery issues for error code 5.7.193 in Exchange Online".
+UNIFIED_193 = (
+    "550 5.7.193 UnifiedGroupAgent; Delivery failed because the sender isn't a group member or external "
+    "senders aren't permitted to send to this group."
+)
+
+
+def exo_reply_ndr(rcpt: str, status: str, reply: str, short: str, *, cte: str = "quoted-printable") -> bytes:
+    """Exchange Online's report around any remote reply: human text and Diagnostic-Code quote ``reply``."""
+    plain = (
+        "Your message to the recipient couldn't be delivered.\n\n"
+        f"{rcpt} wasn't found or can't accept your message: {short}.\n\n"
+        "Diagnostic information for administrators:\n\n"
+        f"Generating server: {EXO_MTA}\n\n{rcpt}\nRemote Server returned '{reply}'\n\n"
+        f"Original message headers:\n\nFrom: {SENDER}\nSubject: Quarterly report\n"
+    )
+    human = part("text/plain", encode_body(plain, cte, "utf-8"), cte, "utf-8")
+    ds = "Content-Type: message/delivery-status\r\n\r\n" + delivery_status(
+        [status_group(rcpt, status, reply)]
+    )
+    body = multipart("report", "rep-w1", [human, ds, original_message(rcpt, True)]).split("\r\n\r\n", 1)[1]
+    return (root_headers("Undeliverable: Quarterly report", "rep-w1") + "\r\n" + body).encode("utf-8")
+
+
+def exo_reply_text_only(rcpt: str, reply: str, short: str) -> bytes:
+    """Exchange's text alone (no report), quoting ``reply``."""
+    head = crlf(
+        "Return-Path: <>\nFrom: postmaster@example.org\n"
+        f"To: {SENDER}\nSubject: Undeliverable: Quarterly report\n"
+        'MIME-Version: 1.0\nContent-Type: text/plain; charset="utf-8"\nContent-Transfer-Encoding: 7bit\n'
+    )
+    text = (
+        f"Your message to {rcpt} couldn't be delivered: {short}.\n\n"
+        "Diagnostic information for administrators:\n\n"
+        f"Generating server: {EXO_MTA}\n\n{rcpt}\nRemote Server returned '{reply}'\n"
+    )
+    return (head + "\r\n" + crlf(text)).encode()
+
+
+def relay_dsn(rcpt: str, status: str, reply: str, remote: str = "mx1.contoso.example") -> bytes:
+    """A non-Microsoft relay's RFC 3464 report quoting the remote reply (no Microsoft host in it)."""
+    text = part(
+        "text/plain",
+        crlf(f"Your message could not be delivered to {rcpt}.\nThe remote server said: {reply}\n"),
+        "7bit",
+        "us-ascii",
+    )
+    ds = "Content-Type: message/delivery-status\r\n\r\n" + delivery_status(
+        [status_group(rcpt, status, reply, remote=remote)], reporting="relay.example.org", arrival=False
+    )
+    body = multipart("report", "rly-b1", [text, ds, original_message(rcpt, True)]).split("\r\n\r\n", 1)[1]
+    head = crlf(
+        f"Return-Path: <>\nFrom: MAILER-DAEMON@relay.example.org\nTo: {SENDER}\n"
+        "Subject: Undelivered Mail Returned to Sender\nMIME-Version: 1.0\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="rly-b1"\n'
+    )
+    return (head + "\r\n" + body).encode()
+
+
+def gateway_wrapped(
+    ndr: bytes,
+    rcpt: str,
+    *,
+    return_path: str = "<>",
+    subject: str = "Undeliverable: Quarterly report",
+    notice: str | None = None,
+    frm: str = "Mail Gateway <postmaster@gw.example.org>",
+) -> bytes:
+    """A relaying gateway's own short notice with the NDR attached as message/rfc822 (RFC 2046 §5.2.1)."""
+    notice = notice or (
+        f"Your message to {rcpt} was returned by the mail gateway gw.example.org.\n"
+        "The delivery report from the recipient's system is attached.\n"
+    )
+    head = crlf(
+        f"Return-Path: {return_path}\nFrom: {frm}\nTo: {SENDER}\nSubject: {subject}\n"
+        "Date: Mon, 2 Jun 2025 01:03:00 +0000\nMessage-ID: <gw-0001@gw.example.org>\nMIME-Version: 1.0\n"
+        'Content-Type: multipart/mixed; boundary="gw-b1"\n'
+    )
+    body = (
+        "--gw-b1\r\nContent-Type: text/plain; charset=us-ascii\r\nContent-Transfer-Encoding: 7bit\r\n\r\n"
+        + crlf(notice)
+        + "\r\n--gw-b1\r\nContent-Type: message/rfc822\r\nContent-Disposition: attachment\r\n\r\n"
+    )
+    return (head + "\r\n" + body).encode() + ndr + b"\r\n--gw-b1--\r\n"
+
+
+def exchange2003_ndr(rcpt: str, reply_code: str, reply: str) -> bytes:
+    """Exchange Server 2003's text NDR: "'addr' on <date>", then the reason and "<host #code ...>"."""
+    text = (
+        "Your message did not reach some or all of the intended recipients.\n\n"
+        "      Subject:\tQuarterly report\n      Sent:\t6/2/2025 10:02 AM\n\n"
+        "The following recipient(s) cannot be reached:\n\n"
+        f"      '{rcpt}' on 6/2/2025 10:02 AM\n"
+        "            You do not have permission to send to this recipient.  For assistance, contact your "
+        "system administrator.\n"
+        f"            <exch2003.corp.example.net #{reply_code} smtp;{reply}>\n"
+    )
+    head = crlf(
+        "Return-Path: <>\nFrom: System Administrator <postmaster@corp.example.net>\n"
+        f"To: {SENDER}\nSubject: Undeliverable: Quarterly report\nMIME-Version: 1.0\n"
+        "X-Mailer: Internet Mail Service (5.5.2653.19)\n"
+        'Content-Type: text/plain; charset="us-ascii"\nContent-Transfer-Encoding: 7bit\n'
+    )
+    return (head + "\r\n" + crlf(text)).encode()
+
+
+def _build_layouts() -> tuple[list[Positive], list[Negative]]:
+    grp, mbx = "sales-team@contoso.example", "hanako.suzuki@contoso.example"
+    m365 = "project-x@contoso.example"
+    pos = [
+        Positive(
+            "exo-wrapped-5.7.0-5.7.133",
+            exo_reply_ndr(grp, "5.7.0", WRAPPED_133, SHORT["5.7.133"]),
+            [(grp, "5.7.133", NOT_AUTH, "group")],
+            source=SRC_WRAPPED + "; " + SRC_EXO_NDR,
+            reported=["5.7.0"],
+        ),
+        Positive(
+            "exo-wrapped-5.7.0-5.7.134-base64",
+            exo_reply_ndr(mbx, "5.7.0", WRAPPED_134, SHORT["5.7.134"], cte="base64"),
+            [(mbx, "5.7.134", NOT_AUTH, "mailbox")],
+            source=SRC_WRAPPED + "; " + SRC_EXO_NDR,
+            reported=["5.7.0"],
+        ),
+        Positive(
+            "text-only-wrapped-5.7.0-5.7.133",
+            exo_reply_text_only(grp, WRAPPED_133, SHORT["5.7.133"]),
+            [(grp, "5.7.133", NOT_AUTH, "group")],
+            format="text",
+            source=SRC_WRAPPED + " (Exchange's human part alone)",
+            reported=["5.7.0"],
+        ),
+        Positive(
+            "gateway-wraps-exo-ndr-5.7.133",
+            gateway_wrapped(exo_ndr(grp, "5.7.133"), grp),
+            [(grp, "5.7.133", NOT_AUTH, "group")],
+            source="RFC 2046 section 5.2.1 (message/rfc822) around an Exchange Online NDR; "
+            "relaying gateways' notice-plus-attachment layout seen in public bounce reports",
+        ),
+        Positive(
+            "gateway-wraps-wrapped-exo-ndr-5.7.134",
+            gateway_wrapped(exo_reply_ndr(mbx, "5.7.0", WRAPPED_134, SHORT["5.7.134"]), mbx),
+            [(mbx, "5.7.134", NOT_AUTH, "mailbox")],
+            source="RFC 2046 section 5.2.1 around " + SRC_WRAPPED,
+            reported=["5.7.0"],
+        ),
+        Positive(
+            "exchange2003-quoted-recipient-5.7.133",
+            exchange2003_ndr(grp, "5.7.133", "550 5.7.133 " + TOKEN["5.7.133"]),
+            [(grp, "5.7.133", NOT_AUTH, "group")],
+            format="text",
+            source="Exchange Server 2003 NDR text (\"The following recipient(s) cannot be reached: 'addr' on "
+            '<date>", "<host #code smtp;...>") as quoted in public forum reports',
+        ),
+        Positive(
+            "exo-5.7.12-kb3028012-spelling",
+            exo_reply_ndr("board@contoso.example", "5.7.12", KB_5712, SHORT["5.7.12"]),
+            [("board@contoso.example", "5.7.12", NOT_AUTH, "organization")],
+            source="Microsoft KB 3028012 (NDR 5.7.12): '550 5.7.12 RESOLVER.RST.SenderAuthenticated; ...'",
+        ),
+        Positive(
+            "relay-5.7.0-token-only-sender-authenticated",
+            relay_dsn(
+                "board@contoso.example",
+                "5.7.0",
+                "554 5.7.0 RESOLVER.RST.SenderAuthenticated; "
+                "Delivery restriction check failed as sender not authenticated",
+            ),
+            [("board@contoso.example", "5.7.0", NOT_AUTH, "organization")],
+            source="Microsoft KB 3028012's token behind a generic 5.7.0 (no family code in the reply)",
+        ),
+        Positive(
+            "exo-5.7.193-unified-group",
+            exo_reply_ndr(
+                m365, "5.7.193", UNIFIED_193, "Delivery failed because the sender isn't a group member"
+            ),
+            [(m365, "5.7.193", NOT_AUTH, "microsoft365_group")],
+            source="Microsoft Learn: Fix email delivery issues for error code 5.7.193 in Exchange Online",
+        ),
+        Positive(
+            "relay-quoting-5.7.193-unifiedgroupagent-only-evidence",
+            relay_dsn(m365, "5.7.193", UNIFIED_193),
+            [(m365, "5.7.193", NOT_AUTH, "microsoft365_group")],
+            source="Microsoft Learn 5.7.193 article's reply quoted by a non-Microsoft relay "
+            "(the UnifiedGroupAgent token is the only Microsoft evidence)",
+        ),
+    ]
+    ndr = exo_ndr(grp, "5.7.133")
+    neg = [
+        Negative(
+            "person-forwards-ndr-as-attachment",
+            gateway_wrapped(
+                ndr,
+                grp,
+                return_path=f"<{SENDER}>",
+                subject="Can you look at this?",
+                notice="Hi, my message to the sales team came back. What does this mean?\n",
+                frm=f"Taro Yamada <{SENDER}>",
+            ),
+            is_bounce=False,
+            source="a person attaching an NDR (RFC 2046 section 5.2.1) to a message of their own",
+        ),
+        Negative(
+            "legacy-5.7.1-notauthorized-accept-list",
+            _generic_dsn(
+                "restricted-dl@corp.example.net",
+                "5.7.1",
+                "550 5.7.1 RESOLVER.RST.NotAuthorized; not authorized",
+                "EXCH01.corp.example.net",
+            ),
+            is_bounce=True,
+            source="Exchange 2007-2013 on-premises accept-list refusal (the relative of 5.7.124, not the "
+            "authentication case)",
+        ),
+        Negative(
+            "exo-wrapped-5.7.0-5.1.1-not-family",
+            exo_reply_ndr(
+                "nobody@contoso.example",
+                "5.7.0",
+                "554 5.7.0 < #5.1.1 smtp;550 5.1.1 RESOLVER.ADR.RecipNotFound; not found>",
+                "Recipient not found",
+            ),
+            is_bounce=True,
+            source=SRC_WRAPPED + " around 5.1.1 (recipient unknown)",
+        ),
+        Negative(
+            "5.7.193-without-microsoft",
+            _generic_dsn(
+                "team@example.com",
+                "5.7.193",
+                "550 5.7.193 Sender not permitted",
+                "mx1.example.com",
+            ),
+            is_bounce=True,
+            source="5.7.193 from a non-Microsoft MTA: not Microsoft's meaning",
+        ),
+    ]
+    return pos, neg
 
 
 # ---------------------------------------------------------------------------
@@ -537,7 +805,9 @@ def _build_negatives() -> list[Negative]:
     return out
 
 
-NEGATIVES: list[Negative] = _build_negatives()
+LAYOUT_POSITIVES, LAYOUT_NEGATIVES = _build_layouts()
+POSITIVES: list[Positive] = _build_positives() + LAYOUT_POSITIVES
+NEGATIVES: list[Negative] = _build_negatives() + LAYOUT_NEGATIVES
 #: Alias with the spelling used in the brief.
 negatives = NEGATIVES
 positives = POSITIVES

@@ -83,3 +83,16 @@ def test_explain_leaves_other_mail_alone(tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert result.stdout_bytes == b""
     assert "relays it unchanged" in result.stderr
+
+
+def test_explain_json_gives_the_specific_status_and_the_reported_one(tmp_path: Path) -> None:
+    pos = next(p for p in POSITIVES if p.name == "exo-wrapped-5.7.0-5.7.133")
+    f = tmp_path / "wrapped.eml"
+    f.write_bytes(pos.data)
+    result = CliRunner().invoke(cli, ["explain", "--json", str(f)])
+    assert result.exit_code == 0, result.output
+    line = json.loads(result.output)
+    assert line["nesting_capped"] is False
+    assert [(r["status"], r["reported_status"], r["variant"]) for r in line["recipients"]] == [
+        ("5.7.133", "5.7.0", "group")
+    ]

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from gateway import dsn, header_block
 from tests.corpus_table import require_corpus, samples
+from tests.mime_trees import flat
 from tests.positives import NEGATIVES, POSITIVES
 
 #: Samples where flanker's tree is the wrong one: (corpus path suffix, why).
@@ -36,23 +37,6 @@ FLANKER_WRONG = {
     "sisimai/maildir/bsd/rfc3464-65.eml": "flanker types the returned message/rfc822 text/plain",
     "sisimai/maildir/bsd/rhost-gsuite-02.eml": "flanker types the returned message/rfc822 text/plain",
 }
-
-
-Flat = list[tuple[int, str, tuple[tuple[str, str], ...], str, int | None, int | None, int | None]]
-
-
-def flat(node: dsn._Node, depth: int = 0) -> Flat:
-    unread_end = (depth == 0 and node.ctype.startswith("multipart/")) or node.ctype.startswith("message/")
-    row = (
-        depth,
-        node.ctype,
-        tuple(sorted(node.params.items())),
-        node.cte,
-        node.headers_start,
-        node.body_start,
-        None if unread_end else node.body_end,
-    )
-    return [row] + [r for child in node.children for r in flat(child, depth + 1)]
 
 
 def both_trees(data: bytes) -> tuple[dsn._Node | None, dsn._Node | None]:

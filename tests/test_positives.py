@@ -13,7 +13,7 @@ from gateway.classify import classify
 from gateway.dsn import parse
 from gateway.prefilter import might_be_family_bounce
 from gateway.report import BounceReport, HumanPart
-from tests.positives import NEGATIVES, POSITIVES
+from tests.positives import LAYOUT_NEGATIVES, LAYOUT_POSITIVES, NEGATIVES, POSITIVES
 
 
 def test_there_are_enough_positives() -> None:
@@ -118,3 +118,15 @@ def test_microsoft_evidence_recorded() -> None:
 def test_negatives_never_hide_positives() -> None:
     # The lists are reused by other tests: keep them distinct.
     assert not {p.name for p in POSITIVES} & {n.name for n in NEGATIVES}
+
+
+@pytest.mark.parametrize("pos", LAYOUT_POSITIVES, ids=[p.name for p in LAYOUT_POSITIVES])
+def test_layout_from_public_reports_keeps_the_reported_status(pos) -> None:  # type: ignore[no-untyped-def]
+    assert pos.source, "every layout row cites where it comes from"
+    family = classify(parse(pos.data)).family
+    expected = pos.reported or [status for _, status, _, _ in pos.expected]
+    assert [r.reported_status for r in family] == expected
+
+
+def test_layout_negatives_cite_their_source() -> None:
+    assert LAYOUT_NEGATIVES and all(n.source for n in LAYOUT_NEGATIVES)

@@ -91,3 +91,29 @@ def test_cli_db_upgrade_and_current(db_url: str) -> None:
     result = runner.invoke(cli, ["db", "current", "--database", db_url])
     assert result.exit_code == 0
     assert f"database: {head_revision()}" in result.output
+
+
+def test_reported_status_column_is_added_and_removed_with_rows_kept(db_url: str) -> None:
+    upgrade(db_url, "0002")
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO incidents"
+                    " (id, fingerprint, recorded_at, envelope_sender, status, annotated) VALUES"
+                    " ('01J0000000000000000000000A', 'f1', '2026-11-30 00:00:00', '', '5.7.133', false)"
+                )
+            )
+        upgrade(db_url)
+        assert "reported_status" in {c["name"] for c in inspect(engine).get_columns("incidents")}
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT status, reported_status FROM incidents")).one()
+        assert tuple(row) == ("5.7.133", None)
+        downgrade(db_url, "0002")
+        engine.dispose()
+        assert "reported_status" not in {c["name"] for c in inspect(engine).get_columns("incidents")}
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT status FROM incidents")).scalar_one() == "5.7.133"
+    finally:
+        engine.dispose()

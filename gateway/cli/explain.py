@@ -38,10 +38,12 @@ def report_json(path: str, report: BounceReport) -> dict[str, Any]:
         "format": report.format,
         "reporting_mta": report.reporting_mta,
         "microsoft_evidence": bool(report.microsoft_evidence),
+        "nesting_capped": report.nesting_capped,
         "recipients": [
             {
                 "recipient": r.recipient,
                 "status": r.status,
+                "reported_status": r.reported_status,
                 "action": r.action,
                 "diagnostic": r.diagnostic,
                 "category": r.category,

@@ -30,37 +30,31 @@ from jinja2.nodes import EvalContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup, escape
 
+from gateway import codes
 from gateway.config import ExplainSettings
 from gateway.explain import locale
 from gateway.explain.commands import address_of, powershell_argument, powershell_literal
-from gateway.report import CATEGORY_SENDER_NOT_ALLOWED, BounceReport, RecipientReport
-
-#: Variants the templates know (``content.j2`` of each language has one entry each).
-#: The classifier's variant picks the guidance; an unknown one falls back to the
-#: generic 5.7.12 text, which tells the admin how to find the recipient's kind.
-VARIANTS = (
-    "organization",
-    "group",
-    "microsoft365_group",
-    "mailbox",
-    "public_folder",
-    "mail_user",
-    "legacy",
+from gateway.report import (
+    CATEGORY_SENDER_NOT_ALLOWED,
+    CATEGORY_SENDER_NOT_AUTHENTICATED,
+    BounceReport,
+    RecipientReport,
 )
-SENDER_NOT_ALLOWED = "sender_not_allowed"
+
+#: Guidance entries the templates know (``content.j2`` of each language has one entry each),
+#: derived from the family table (``gateway.codes``): each row names its guidance. An unknown
+#: variant falls back to the generic 5.7.12 text, which tells the admin how to find the
+#: recipient's kind.
+VARIANTS = tuple(
+    dict.fromkeys(
+        row.explained_as for row in codes.FAMILY.rows if row.category == CATEGORY_SENDER_NOT_AUTHENTICATED
+    )
+)
+SENDER_NOT_ALLOWED = codes.FAMILY.category_guidance[CATEGORY_SENDER_NOT_ALLOWED]
 FALLBACK_VARIANT = "organization"
 
-#: Status code shown when the bounce did not give one (text-only bounces), per variant.
-DEFAULT_STATUS: dict[str, str] = {
-    "organization": "5.7.12",
-    "group": "5.7.133",
-    "microsoft365_group": "5.7.193",
-    "mailbox": "5.7.134",
-    "public_folder": "5.7.135",
-    "mail_user": "5.7.136",
-    "legacy": "5.7.1",
-    SENDER_NOT_ALLOWED: "5.7.124",
-}
+#: Status code shown when the bounce did not give one (text-only bounces), per guidance entry.
+DEFAULT_STATUS: dict[str, str] = dict(codes.FAMILY.default_status)
 
 #: Bounds on values from the bounce (an address is at most 254 octets, RFC 5321 section 4.5.3.1.3).
 MAX_ADDRESS = 254
@@ -101,12 +95,12 @@ class Rendered:
 
 
 def variant_of(recipient: RecipientReport) -> str:
-    """Which guidance a family recipient gets."""
-    if recipient.category == CATEGORY_SENDER_NOT_ALLOWED:
-        return SENDER_NOT_ALLOWED
-    if recipient.variant in VARIANTS:
-        return recipient.variant
-    return FALLBACK_VARIANT
+    """Which guidance a family recipient gets (the family table's row for its kind)."""
+    family = codes.FAMILY
+    guidance = family.guidance.get((recipient.category or "", recipient.variant or ""))
+    if guidance is None:
+        guidance = family.category_guidance.get(recipient.category or "", FALLBACK_VARIANT)
+    return guidance
 
 
 def status_of(recipient: RecipientReport) -> str:
@@ -114,7 +108,7 @@ def status_of(recipient: RecipientReport) -> str:
     status = recipient.status or ""
     if re.fullmatch(r"[245]\.\d{1,3}\.\d{1,3}", status):
         return status
-    return DEFAULT_STATUS[variant_of(recipient)]
+    return codes.FAMILY.default_status.get(variant_of(recipient), DEFAULT_STATUS[FALLBACK_VARIANT])
 
 
 _PLACEHOLDER = re.compile(r"\{(address|sender|id|name|first)\}")
