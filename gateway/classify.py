@@ -14,12 +14,13 @@ from __future__ import annotations
 
 from gateway import codes
 from gateway.report import BounceReport, Evidence, RecipientReport
+from gateway.textsafe import clip
 
 _EVIDENCE_MAX = 200
 
 
 def _clip(text: str) -> str:
-    return " ".join(text.split())[:_EVIDENCE_MAX]
+    return clip(text, _EVIDENCE_MAX)
 
 
 def _failed(recipient: RecipientReport) -> bool:

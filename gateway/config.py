@@ -9,6 +9,7 @@ once, at start, and its error names the bad key and where it came from.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import platform
 import re
@@ -57,6 +58,46 @@ def _check_host_port(value: str) -> str:
 
 HostPort = Annotated[str, AfterValidator(_check_host_port)]
 
+#: Networks with a shorter prefix than this admit a large part of the Internet: listed without
+#: AUTH on a reachable address, they make an open relay. (Private ranges such as 10.0.0.0/8 and
+#: provider ranges such as Exchange Online's /14 stay below it.)
+BROAD_PREFIX = {4: 8, 6: 16}
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for a loopback literal or ``localhost``; any other name may be reachable."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+#: Private IPv6 ranges wider than BROAD_PREFIX (unique local and link-local addresses).
+WIDE_PRIVATE = (ipaddress.IPv6Network("fc00::/7"), ipaddress.IPv6Network("fe80::/10"))
+
+
+def broad_networks(networks: list[str]) -> list[str]:
+    """The entries of ``networks`` broader than :data:`BROAD_PREFIX` that are not private."""
+    broad = []
+    for net in networks:
+        network = ipaddress.ip_network(net, strict=False)
+        if network.prefixlen >= BROAD_PREFIX[network.version]:
+            continue
+        if isinstance(network, ipaddress.IPv6Network) and any(map(network.subnet_of, WIDE_PRIVATE)):
+            continue
+        broad.append(net)
+    return broad
+
+
+def _check_user_name(name: str) -> str:
+    # AUTH PLAIN/LOGIN carry any UTF-8 name (RFC 4616 section 2); a name that cannot be typed
+    # or logged unambiguously is a configuration mistake.
+    if not name or not name.isprintable() or any(ch.isspace() for ch in name) or len(name) > 255:
+        raise ValueError(f"user name {name[:40]!r} must be 1-255 printable characters without spaces")
+    return name
+
 
 class _Section(BaseModel):
     # Unknown keys are errors: a typo must not be silently ignored.
@@ -87,7 +128,9 @@ class ListenerSettings(_Section):
     tls_key: Path | None = None
     #: Refuse MAIL until the client has done STARTTLS.
     require_tls: bool = False
-    #: Inbound AUTH (PLAIN, LOGIN; offered only over TLS): user name -> password.
+    #: Inbound AUTH (PLAIN, LOGIN; offered only over TLS): user name -> password. In the
+    #: environment: one "user=password" (the password is everything after the first "="), or a
+    #: JSON object for several users; a comma outside JSON is refused as ambiguous.
     auth_users: dict[str, SecretStr] = {}
     #: Refuse MAIL from clients that have not authenticated.
     require_auth: bool = False
@@ -95,6 +138,9 @@ class ListenerSettings(_Section):
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
     #: SIGTERM: how long transactions in flight may take to finish.
     grace_period: float = Field(default=30.0, ge=0)
+    #: Start even though ``allowed_networks`` admits a large part of the Internet on a
+    #: non-loopback address without ``require_auth`` (an open relay); a warning is logged.
+    allow_open_relay: bool = False
 
     @field_validator("allowed_networks")
     @classmethod
@@ -102,6 +148,32 @@ class ListenerSettings(_Section):
         for net in value:
             ipaddress.ip_network(net, strict=False)
         return value
+
+    @field_validator("auth_users")
+    @classmethod
+    def _users(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name, secret in value.items():
+            _check_user_name(name)
+            if not secret.get_secret_value():
+                raise ValueError(f"user {name!r} has an empty password")
+        return value
+
+    def open_relay(self) -> list[str]:
+        """The broad entries of ``allowed_networks`` when they make an open relay, else []."""
+        if self.require_auth or is_loopback_host(parse_host_port(self.listen)[0]):
+            return []
+        return broad_networks(self.allowed_networks)
+
+    @model_validator(mode="after")
+    def _refuse_open_relay(self) -> ListenerSettings:
+        broad = self.open_relay()
+        if broad and not self.allow_open_relay:
+            raise ValueError(
+                f"allowed_networks {broad} admits most of the Internet on listen {self.listen!r} "
+                "without require_auth: an open relay. List only your MTAs' networks, or set "
+                "require_auth = true with auth_users, or set allow_open_relay = true to run it anyway"
+            )
+        return self
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ListenerSettings:
@@ -333,15 +405,40 @@ def _section_fields(section: str) -> dict[str, Any]:
     return dict(model.model_fields)
 
 
+def _env_mapping(raw: str) -> dict[str, str]:
+    """A mapping from the environment: a JSON object, or one ``key=value`` (value: the rest).
+
+    A comma-separated list of pairs cannot carry a value that contains "," or "=" (a password):
+    "a=pa,ss=word" would silently become two entries. So several entries need JSON, and a
+    comma outside JSON is refused rather than guessed at.
+    """
+    text = raw.strip()
+    if text.startswith("{"):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a valid JSON object ({exc.msg} at character {exc.pos})") from None
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise ValueError('expected a JSON object of strings, e.g. {"user": "password"}')
+        return value
+    key, sep, rest = raw.partition("=")
+    if not sep or not key.strip():
+        raise ValueError('expected user=password, or a JSON object {"user": "password", ...}')
+    if "," in raw:
+        raise ValueError(
+            "a comma is ambiguous here (part of the password, or a second user?): give a JSON "
+            'object instead, e.g. {"user": "pa,ss", "user2": "word"}'
+        )
+    return {key.strip(): rest}
+
+
 def _env_value(raw: str, annotation: Any) -> Any:
     """Turn an environment string into what the field expects (lists are comma-separated)."""
     origin = typing.get_origin(annotation)
     if origin is list:
         return [item.strip() for item in raw.split(",") if item.strip()]
     if origin is dict:
-        # user=password,user2=password2
-        pairs = (item.split("=", 1) for item in raw.split(",") if item.strip())
-        return {k.strip(): v for k, v in pairs}
+        return _env_mapping(raw)
     return raw
 
 
@@ -366,7 +463,10 @@ def _from_environment(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[
         fields = _section_fields(section)
         if key not in fields:
             raise ConfigError(f"{name}: unknown key {section}.{key}")
-        values.setdefault(section, {})[key] = _env_value(raw, fields[key].annotation)
+        try:
+            values.setdefault(section, {})[key] = _env_value(raw, fields[key].annotation)
+        except ValueError as exc:
+            raise ConfigError(f"{name} ({section}.{key}): {exc}") from None
         sources[f"{section}.{key}"] = f"environment variable {name}"
     return values, sources
 
@@ -418,12 +518,38 @@ def _describe(exc: ValidationError, sources: Mapping[str, str], config_file: Pat
     lines = []
     for error in exc.errors():
         key = ".".join(str(p) for p in error["loc"])
-        origin = sources.get(key) or (str(config_file) if config_file else "defaults")
+        # A check across a section's keys fails on the section: name where its keys came from.
+        within = sorted({origin for dotted, origin in sources.items() if dotted.startswith(key + ".")})
+        if config_file:
+            within.append(str(config_file))
+        origin = sources.get(key) or ", ".join(within) or "defaults"
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             message = "unknown key"
+        elif error["type"] == "value_error":
+            message = message.removeprefix("Value error, ")
         lines.append(f"{key or 'configuration'}: {message} (from {origin})")
     return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def startup_warnings(settings: Settings) -> list[str]:
+    """Exposures that the configuration allows but an operator should know about, one line each."""
+    warnings = []
+    broad = settings.listener.open_relay()
+    if broad:
+        warnings.append(
+            f"listener.allowed_networks {broad} on listen {settings.listener.listen!r} without "
+            "require_auth is an open relay (allow_open_relay = true): anyone who reaches the port "
+            "can send mail through it"
+        )
+    host, _ = parse_host_port(settings.admin.http)
+    if settings.admin.api_token is None and not is_loopback_host(host):
+        warnings.append(
+            f"admin.http {settings.admin.http!r} is not loopback and admin.api_token is not set: "
+            "/metrics and the health checks answer anyone who reaches the port (the incidents API "
+            "still answers loopback clients only); set admin.api_token, or bind admin.http to 127.0.0.1"
+        )
+    return warnings
 
 
 def effective_config(settings: Settings) -> dict[str, Any]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from gateway.textsafe import printable
+
 # -- session ----------------------------------------------------------------
 #: RFC 5321 section 3.1: a server may answer the connection with 554 instead of 220.
 CLIENT_NOT_ALLOWED = "554 5.7.1 Access denied: your address is not allowed to relay through this gateway"
@@ -32,6 +34,12 @@ UNKNOWN_PARAMETER = "555 5.5.4 {keyword} parameter not recognized or not impleme
 BAD_PARAMETER = "501 5.5.4 Invalid {keyword} parameter"
 SMTPUTF8_NOT_ALLOWED = "553 5.6.7 Non-ASCII address needs the SMTPUTF8 parameter (RFC 6531)"
 
+# -- command lines -------------------------------------------------------------
+#: RFC 5321 section 4.5.3.1.4 (512 octets with CRLF; extensions raise it for MAIL and RCPT, see
+#: ``gateway.envelope``). X.5.2 "syntax error" (RFC 3463); X.5.6 is registered for over-long
+#: AUTH exchange lines only (RFC 4954 section 6), so it is not used here.
+COMMAND_TOO_LONG = "500 5.5.2 Command line too long (RFC 5321 section 4.5.3.1.4)"
+
 # -- data -----------------------------------------------------------------------
 START_DATA = "354 End data with <CR><LF>.<CR><LF>"
 #: RFC 5321 section 4.5.3.1.6: a text line is at most 1000 octets including CRLF.
@@ -45,6 +53,42 @@ NEXT_HOP_CONNECTION_LOST = "451 4.4.2 Connection to next hop lost, try again lat
 NEXT_HOP_TLS_REQUIRED = "451 4.7.5 Next hop does not offer the required TLS, try again later"
 NEXT_HOP_AUTH_FAILED = "451 4.7.0 Next hop refused our authentication, try again later"
 STORAGE_UNAVAILABLE = "451 4.3.0 Cannot record this bounce right now, try again later"
+
+#: aiosmtpd's own wording for conditions that have a constant here.
+LIBRARY_REPLIES: dict[str, str] = {
+    "500 Command line too long": COMMAND_TOO_LONG,
+}
+
+#: Longest piece of client text quoted in a reply.
+CLIENT_TEXT_MAX = 40
+#: RFC 5321 section 4.5.3.1.5: a reply line is at most 512 octets with its CRLF.
+REPLY_LINE_MAX = 510
+
+
+def client_text(text: str) -> str:
+    """Client input to quote in a reply: printable ASCII, control bytes escaped, bounded."""
+    return printable(text, ascii_only=True, limit=CLIENT_TEXT_MAX)
+
+
+def safe_reply(reply: str) -> str:
+    """Printable ASCII lines of at most 510 octets (512 with CRLF).
+
+    Whatever a reply quotes (the client's input echoed by aiosmtpd, a next hop's text) cannot
+    reach the client's log or terminal as control bytes, nor split into extra reply lines.
+    """
+    if reply.isascii() and reply.isprintable() and len(reply) <= REPLY_LINE_MAX:
+        return reply  # the common case: one clean line
+    lines = reply.split("\r\n")
+    return "\r\n".join(printable(line, ascii_only=True, limit=REPLY_LINE_MAX) for line in lines)
+
+
+def final_reply(reply: str, *, enhanced: bool) -> str:
+    """What is written for ``reply``: our wording, the enhanced code when due, then made safe."""
+    reply = LIBRARY_REPLIES.get(reply, reply)
+    if enhanced:
+        reply = with_enhanced_code(reply)
+    return safe_reply(reply)
+
 
 #: Default enhanced codes for replies that reach the client without one, by reply
 #: code (RFC 2034 section 3: once ENHANCEDSTATUSCODES is advertised, every 2xx,

@@ -4,13 +4,18 @@ What the subclass changes in aiosmtpd 1.4.6, and why:
 - MAIL and RCPT parse RFC 3461 parameters (RET, ENVID, NOTIFY, ORCPT) instead of
   refusing them, keep their values as written, and relay them (``gateway.envelope``).
 - DATA is read in large chunks up to the ``CRLF.CRLF`` terminator (RFC 5321
-  section 4.1.1.4) rather than line by line, with an idle timeout per chunk and a
-  deadline for the whole transfer; aiosmtpd's own timer covered neither and
-  could cancel a relay mid-flight. Only ``CRLF.CRLF`` ends the data, so a bare
-  ``LF.LF`` smuggling attempt stays inside one message.
-- Every 2xx/4xx/5xx reply carries an enhanced status code (RFC 2034 section 3).
+  section 4.1.1.4) rather than line by line, with an idle timeout (reset by any
+  received byte) and a deadline for the whole transfer; aiosmtpd's own timer
+  covered neither and could cancel a relay mid-flight. Only ``CRLF.CRLF`` ends
+  the data, so a bare ``LF.LF`` smuggling attempt stays inside one message.
+- Line limits per RFC 5321 section 4.5.3.1: command lines 512 octets with CRLF,
+  raised for MAIL and RCPT by what their parameters may add (a 500-character
+  ORCPT fits); text lines 1000 octets with CRLF.
+- Every 2xx/4xx/5xx reply carries an enhanced status code (RFC 2034 section 3)
+  and is printable ASCII: client text quoted in a reply cannot carry control bytes.
 - Admission: clients outside ``allowed_networks`` get 554 5.7.1 (RFC 5321
-  section 3.1) and sessions beyond ``max_sessions`` get 421.
+  section 3.1) and sessions beyond ``max_sessions`` get 421; only admitted
+  sessions count, so a burst admits exactly ``max_sessions``.
 - Graceful shutdown: idle sessions are told 421, sessions in a transaction
   finish it first.
 
@@ -21,6 +26,7 @@ the handler, ``gateway.handler.RelayHandler``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ipaddress
 import logging
@@ -32,14 +38,14 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from gateway import metrics, offload, replies
 from gateway.config import ListenerSettings, parse_host_port
-from gateway.envelope import EnvelopeError, parse_mail, parse_rcpt
+from gateway.envelope import COMMAND_LINE_LIMITS, COMMAND_LINE_MAX, EnvelopeError, parse_mail, parse_rcpt
 from gateway.relay import Transaction
 
 log = logging.getLogger(__name__)
 
 #: Reader buffer: large enough that DATA arrives in big chunks (aiosmtpd's
 #: default equals the 1001-octet line limit and pauses the socket constantly).
-#: Command lines are still held to aiosmtpd's command_size_limit.
+#: Command lines are held to COMMAND_LINE_LIMITS (checked by aiosmtpd after reading).
 READ_LIMIT = 256 * 1024
 #: RFC 5321 section 4.5.3.1.6: a text line is at most 1000 octets with its CRLF.
 MAX_LINE = 1000
@@ -89,6 +95,24 @@ class RelaySMTP(SMTP):
         self._plain_replies = False
         self.closing = False
         self.busy = False  # inside a transaction (MAIL accepted .. DATA answered)
+        # aiosmtpd keeps command_size_limits on the class (shared by every session) and adds
+        # to it on each EHLO; each session gets its own table here. aiosmtpd compares the line
+        # without its CRLF, hence the 2.
+        self.command_size_limit = COMMAND_LINE_MAX - 2
+        self._line_limits()
+        #: When the last bytes arrived from the client (the DATA idle timeout counts from it).
+        self.last_received = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
+
+    def _line_limits(self) -> None:
+        self.command_size_limits = collections.defaultdict(
+            lambda: COMMAND_LINE_MAX - 2, {cmd: limit - 2 for cmd, limit in COMMAND_LINE_LIMITS.items()}
+        )
+
+    def data_received(self, data: bytes) -> None:
+        # One float per received chunk: the cheapest way to know that a client is not idle.
+        self.last_received = self.loop.time()
+        super().data_received(data)
 
     # aiosmtpd types these as Optional; inside a session they are always set. (Methods, not
     # properties: aiosmtpd's __init__ runs inspect.getmembers(), which evaluates properties.)
@@ -138,7 +162,7 @@ class RelaySMTP(SMTP):
             self.gateway.spawn(transaction.abort())
 
     async def _handle_client(self) -> None:
-        refusal = self.gateway.admission(self.relay_session().peer, len(self.gateway.sessions))
+        refusal = self.gateway.admit(self)
         if refusal is not None:
             await self.push(refusal)
             self.close()
@@ -148,8 +172,9 @@ class RelaySMTP(SMTP):
     async def push(self, status: str | bytes) -> None:
         # The greeting (220), the EHLO/HELO replies and AUTH challenges (bytes, 334)
         # carry no enhanced code.
-        if isinstance(status, str) and not self._plain_replies and not status.startswith("220 "):
-            status = replies.with_enhanced_code(status)
+        if isinstance(status, str):
+            enhanced = not self._plain_replies and not status.startswith("220 ")
+            status = replies.final_reply(status, enhanced=enhanced)
         await super().push(status)  # type: ignore[type-var]
 
     def shutdown(self) -> None:
@@ -197,6 +222,7 @@ class RelaySMTP(SMTP):
             await super().smtp_EHLO(hostname)
         finally:
             self._plain_replies = False
+            self._line_limits()  # undo aiosmtpd's additions (ours already count every parameter)
 
     async def smtp_HELO(self, hostname: str) -> None:
         self._plain_replies = True
@@ -294,6 +320,15 @@ class RelaySMTP(SMTP):
         await self.push(status)
         await self._after_transaction()
 
+    def _watch_idle(self, scope: asyncio.Timeout, idle: float) -> None:
+        """End the DATA read through ``scope`` once nothing has arrived for ``idle`` seconds."""
+        now = self.loop.time()
+        due = self.last_received + idle
+        if now >= due:
+            scope.reschedule(now)
+        else:
+            self._watchdog = self.loop.call_at(due, self._watch_idle, scope, idle)
+
     async def _read_data(self) -> bytes:
         """Read up to CRLF.CRLF; return the un-dot-stuffed content (RFC 5321 section 4.5.2)."""
         settings = self.gateway.settings
@@ -307,28 +342,36 @@ class RelaySMTP(SMTP):
         chunks: list[bytes] = []
         size = 0
         too_big = False
-        while True:
-            timeout = min(settings.data_idle_timeout, deadline - self.loop.time())
-            if timeout <= 0:
-                raise TimeoutError
+        # Idle means no byte received for data_idle_timeout: a watchdog compares the time of
+        # the last received chunk (data_received) instead of restarting a timer per chunk, so a
+        # steady slow upload is never cut while it makes progress; data_timeout bounds the whole.
+        idle = settings.data_idle_timeout
+        self.last_received = self.loop.time()
+        async with asyncio.timeout_at(deadline) as scope:
+            self._watch_idle(scope, idle)
             try:
-                chunk = await asyncio.wait_for(self._reader.readuntil(TERMINATOR), timeout)
-                done = True
-            except asyncio.LimitOverrunError as exc:
-                # No terminator in the buffer yet: take what is safely before any
-                # partial terminator (readuntil leaves its last 4 bytes) and go on.
-                chunk = await self._reader.read(exc.consumed)
-                done = False
-            except asyncio.IncompleteReadError as exc:
-                raise ConnectionResetError("connection closed during DATA") from exc
-            size += len(chunk)
-            if limit and size > limit + len(TERMINATOR) + 2:
-                too_big = True
-                chunks.clear()  # keep draining, keep nothing: memory stays bounded
-            elif not too_big:
-                chunks.append(chunk)
-            if done:
-                break
+                while True:
+                    try:
+                        chunk = await self._reader.readuntil(TERMINATOR)
+                        done = True
+                    except asyncio.LimitOverrunError as exc:
+                        # No terminator in the buffer yet: take what is safely before any
+                        # partial terminator (readuntil leaves its last 4 bytes) and go on.
+                        chunk = await self._reader.read(exc.consumed)
+                        done = False
+                    except asyncio.IncompleteReadError as exc:
+                        raise ConnectionResetError("connection closed during DATA") from exc
+                    size += len(chunk)
+                    if limit and size > limit + len(TERMINATOR) + 2:
+                        too_big = True
+                        chunks.clear()  # keep draining, keep nothing: memory stays bounded
+                    elif not too_big:
+                        chunks.append(chunk)
+                    if done:
+                        break
+            finally:
+                if self._watchdog is not None:
+                    self._watchdog.cancel()
         if too_big:
             raise DataTooLong(replies.MESSAGE_TOO_BIG)
         # "\r\n" + message (each line ending in CRLF) + ".\r\n"
@@ -337,7 +380,11 @@ class RelaySMTP(SMTP):
 
 
 def _has_long_line(data: bytes) -> bool:
-    """Any line longer than MAX_LINE octets (CRLF included, before un-stuffing)."""
+    """Any line longer than MAX_LINE octets, CRLF included (RFC 5321 section 4.5.3.1.6).
+
+    ``data`` is still dot-stuffed: a line that starts with the transparency dot (RFC 5321
+    section 4.5.2) may be one octet longer, since that dot is not part of the text.
+    """
     if len(data) <= MAX_LINE:
         return False
     start = 0
@@ -346,7 +393,8 @@ def _has_long_line(data: bytes) -> bool:
         end = find(b"\n", start)
         if end < 0:
             return len(data) - start > MAX_LINE
-        if end + 1 - start > MAX_LINE + 1:  # +1: the transparency dot
+        length = end + 1 - start
+        if length > MAX_LINE and (length > MAX_LINE + 1 or data[start] != 0x2E):  # 0x2E: "."
             return True
         start = end + 1
 
@@ -396,7 +444,8 @@ class Gateway:
     def __init__(self, settings: ListenerSettings, handler: Any) -> None:
         self.settings = settings
         self.handler = handler
-        self.sessions: set[RelaySMTP] = set()
+        self.sessions: set[RelaySMTP] = set()  # every open connection
+        self.admitted: set[RelaySMTP] = set()  # the connections that were greeted (<= max_sessions)
         self.networks = [ipaddress.ip_network(n, strict=False) for n in settings.allowed_networks]
         self.tls_context = inbound_tls_context(settings)
         users = {name: secret.get_secret_value() for name, secret in settings.auth_users.items()}
@@ -407,8 +456,15 @@ class Gateway:
         self.refused_connections = 0
 
     # -- admission ---------------------------------------------------------------------
-    def admission(self, peer: Any, active: int) -> str | None:
-        """None to greet the client, or the reply that refuses it."""
+    def admit(self, session: RelaySMTP) -> str | None:
+        """None when ``session`` is admitted (greet it), or the reply that refuses it.
+
+        Only admitted sessions count against ``max_sessions``: connections that are open but
+        not yet through here (a burst arrives faster than the loop greets) or already refused
+        must not, or a burst just over the limit would refuse everyone. Check and insert run
+        without an await between them, so the count is exact on one event loop.
+        """
+        peer: Any = session.relay_session().peer
         host = peer[0] if isinstance(peer, tuple) else None
         try:
             address = ipaddress.ip_address(host.split("%")[0]) if host else None
@@ -421,11 +477,12 @@ class Gateway:
             metrics.REFUSED.labels("network").inc()
             log.warning("refused connection from %s: not in allowed_networks", host)
             return replies.CLIENT_NOT_ALLOWED
-        if active > self.settings.max_sessions:
+        if len(self.admitted) >= self.settings.max_sessions:
             self.refused_connections += 1
             metrics.REFUSED.labels("max_sessions").inc()
-            log.warning("refused connection from %s: %d sessions active", host, active - 1)
+            log.warning("refused connection from %s: %d sessions active", host, len(self.admitted))
             return replies.TOO_MANY_SESSIONS
+        self.admitted.add(session)
         return None
 
     def _protocol(self) -> RelaySMTP:
@@ -472,6 +529,7 @@ class Gateway:
 
     def session_closed(self, session: RelaySMTP) -> None:
         self.sessions.discard(session)
+        self.admitted.discard(session)
         self._changed.set()
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 import gateway.cli  # noqa: F401  (registers every sub-command)
 from gateway.cli.common import cli
-from gateway.config import ConfigError, load_settings
+from gateway.config import ConfigError, load_settings, startup_warnings
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -96,3 +96,94 @@ def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["check-config", "--config", str(tmp_path / "absent.toml")])
     assert result.exit_code != 0
     assert "cannot read configuration file" in result.output
+
+
+AUTH_ENV = "BOUNCEGW_LISTENER__AUTH_USERS"
+TLS = {"BOUNCEGW_LISTENER__TLS_CERT": "/etc/tls.pem", "BOUNCEGW_LISTENER__TLS_KEY": "/etc/tls.key"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("exchange=s3cret", {"exchange": "s3cret"}),
+        ("exchange=pa=ss", {"exchange": "pa=ss"}),  # the password is everything after the first "="
+        ('{"exchange": "pa,ss=word", "postfix": "x y"}', {"exchange": "pa,ss=word", "postfix": "x y"}),
+    ],
+)
+def test_auth_users_from_the_environment(raw: str, expected: dict[str, str]) -> None:
+    settings = load_settings(None, environ={AUTH_ENV: raw, **TLS})
+    users = {name: secret.get_secret_value() for name, secret in settings.listener.auth_users.items()}
+    assert users == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        ("exchange=Zq7,ss", "comma is ambiguous"),  # was a traceback
+        ("exchange=Zq7,ss=word", "comma is ambiguous"),  # was a user "ss" and a cut password
+        ("exchange", "expected user=password"),
+        ("=Zq7", "expected user=password"),
+        ('{"exchange": 1}', "JSON object of strings"),
+        ('{"exchange": "Zq7"', "not a valid JSON object"),
+        ('{"ex change": "Zq7"}', "without spaces"),
+        ('{"exchange": ""}', "empty password"),
+    ],
+)
+def test_ambiguous_auth_users_are_refused_in_one_line(raw: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, environ={AUTH_ENV: raw, **TLS})
+    message = str(info.value)
+    assert needle in message and "auth_users" in message and AUTH_ENV in message
+    assert "Zq7" not in message  # the password is never echoed
+    assert len([line for line in message.splitlines() if line.strip()]) <= 2
+
+
+OPEN = {"BOUNCEGW_LISTENER__LISTEN": "0.0.0.0:10025", "BOUNCEGW_LISTENER__ALLOWED_NETWORKS": "0.0.0.0/0"}
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        OPEN,
+        {"BOUNCEGW_LISTENER__LISTEN": "[::]:10025", "BOUNCEGW_LISTENER__ALLOWED_NETWORKS": "10.0.0.0/8,::/0"},
+        {"BOUNCEGW_LISTENER__LISTEN": "mx.example:25", "BOUNCEGW_LISTENER__ALLOWED_NETWORKS": "0.0.0.0/1"},
+    ],
+)
+def test_an_open_relay_is_refused(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, environ=env)
+    message = str(info.value)
+    assert "open relay" in message and "allow_open_relay = true" in message
+    assert "environment variable BOUNCEGW_LISTENER__ALLOWED_NETWORKS" in message
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {**OPEN, "BOUNCEGW_LISTENER__LISTEN": "127.0.0.1:10025"},  # loopback only
+        {**OPEN, "BOUNCEGW_LISTENER__ALLOWED_NETWORKS": "10.0.0.0/8,172.16.0.0/12,fd00::/8"},
+        {**OPEN, "BOUNCEGW_LISTENER__ALLOWED_NETWORKS": "52.100.0.0/14,2a01:111:f400::/48"},
+        {**OPEN, **TLS, "BOUNCEGW_LISTENER__REQUIRE_AUTH": "true", AUTH_ENV: "exchange=s3cret"},
+    ],
+)
+def test_networks_that_are_no_open_relay_start_quietly(env: dict[str, str]) -> None:
+    settings = load_settings(None, environ=env)
+    assert startup_warnings(settings) == []
+
+
+def test_explicit_overrides_start_with_a_warning() -> None:
+    settings = load_settings(
+        None,
+        environ={
+            **OPEN,
+            "BOUNCEGW_LISTENER__ALLOW_OPEN_RELAY": "true",
+            "BOUNCEGW_ADMIN__HTTP": "0.0.0.0:8025",
+        },
+    )
+    relay, admin = startup_warnings(settings)
+    assert "open relay" in relay and "0.0.0.0/0" in relay
+    assert "admin.http '0.0.0.0:8025'" in admin and "admin.api_token" in admin
+    with_token = load_settings(
+        None, environ={"BOUNCEGW_ADMIN__HTTP": "0.0.0.0:8025", "BOUNCEGW_ADMIN__API_TOKEN": "t0k"}
+    )
+    assert startup_warnings(with_token) == []

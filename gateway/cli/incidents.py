@@ -5,6 +5,10 @@ Filters (``list`` and ``stats``): ``--since/--until`` (a duration back from now 
 domain), ``--code``, ``--variant``, ``--source`` (relay or scan). Output
 ``--format table|json|csv|ndjson``; the table fits the terminal width, and a long export shows
 progress on stderr when stderr is a terminal.
+
+Stored values come from bounces (attacker-controlled): every one is printed through
+``gateway.textsafe`` (control characters and escape sequences escaped, CSV formulas defused,
+no rich markup interpreted).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any, TypeVar
 import click
 
 from gateway.cli.common import cli, config_option, database_option, settings_from
+from gateway.textsafe import csv_cell, json_text, printable
 from storage.incidents import SOURCES
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -116,16 +121,18 @@ def _emit(fmt: str, fields: list[str], rows: Iterable[dict[str, Any]]) -> None:
         writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: _plain(v) for k, v in row.items()})
+            writer.writerow({k: csv_cell(_plain(v)) for k, v in row.items()})
     elif fmt == "ndjson":
         for row in rows:
-            out.write(json.dumps({k: _plain(v) for k, v in row.items()}, ensure_ascii=False) + "\n")
+            out.write(
+                json_text(json.dumps({k: _plain(v) for k, v in row.items()}, ensure_ascii=False)) + "\n"
+            )
     else:  # json: one array, one element per line, so a large export still streams
         out.write("[")
         for n, row in enumerate(rows):
             out.write(
                 ("\n" if n == 0 else ",\n")
-                + json.dumps({k: _plain(v) for k, v in row.items()}, ensure_ascii=False)
+                + json_text(json.dumps({k: _plain(v) for k, v in row.items()}, ensure_ascii=False))
             )
         out.write("\n]\n")
 
@@ -142,6 +149,13 @@ def _fit(headings: list[int], rows: list[tuple[str, ...]], total: int) -> list[i
             break
         widths[i] -= 1
     return widths
+
+
+def _cell(value: str) -> Any:
+    """A table cell: escaped text, never parsed as rich markup."""
+    from rich.text import Text
+
+    return Text(printable(value))
 
 
 def _console() -> Any:
@@ -196,7 +210,7 @@ def list_incidents(
                 (
                     r.id,
                     r.recorded_at.strftime("%Y-%m-%d %H:%M"),
-                    *(getattr(r, f) or "-" for _, f, _ in LIST_COLUMNS[2:]),
+                    *(printable(getattr(r, f) or "-") for _, f, _ in LIST_COLUMNS[2:]),
                 )
                 for r in records
             ]
@@ -206,7 +220,7 @@ def list_incidents(
             for (heading, _, _), width in zip(LIST_COLUMNS, widths, strict=True):
                 table.add_column(heading, width=width, no_wrap=True, overflow="ellipsis")
             for row in rows:
-                table.add_row(*row)
+                table.add_row(*(_cell(c) for c in row))
             console.print(table)
             return
         total = min(repo.count(filters), limit) if limit else repo.count(filters)
@@ -231,7 +245,7 @@ def show(config_file: Path | None, database: str | None, incident_id: str, fmt: 
         raise click.ClickException(f"no incident with id {incident_id!r}")
     data = record.to_dict()
     if fmt == "json":
-        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        click.echo(json_text(json.dumps(data, ensure_ascii=False, indent=2)))
         return
     from rich.table import Table
 
@@ -239,7 +253,7 @@ def show(config_file: Path | None, database: str | None, incident_id: str, fmt: 
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
     for key, value in data.items():
-        table.add_row(key, "-" if value is None else str(value))
+        table.add_row(key, _cell("-" if value is None else str(value)))
     _console().print(table)
 
 
@@ -276,7 +290,7 @@ def stats(config_file: Path | None, database: str | None, by: str, fmt: str, **k
     table.add_column("last seen (UTC)", no_wrap=True)
     for r in rows:
         table.add_row(
-            r.key or "-",
+            _cell(r.key or "-"),
             str(r.count),
             r.first_seen.strftime("%Y-%m-%d %H:%M"),
             r.last_seen.strftime("%Y-%m-%d %H:%M"),

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from pathlib import Path
 
 import click
 
 from gateway.cli.common import cli, config_option, settings_from
+from gateway.config import startup_warnings
 
 
 @cli.command()
@@ -46,6 +48,8 @@ def serve(
         },
     )
     setup_logging(settings.log.level, settings.log.format)
+    for warning in startup_warnings(settings):
+        logging.getLogger("gateway.config").warning(warning)
     try:
         if settings.listener.workers == 1:
             from gateway.app import run
