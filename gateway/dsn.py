@@ -40,7 +40,7 @@ from email.header import decode_header, make_header
 from email.message import Message
 from typing import Final
 
-from gateway import codes, header_block
+from gateway import codes, header_block, textsafe
 
 # flanker (last release 2019) imports the deprecated cgi and imghdr modules; their
 # DeprecationWarnings are not ours to surface, and under "-W error" they would make
@@ -546,10 +546,7 @@ def _decoded(value: object) -> str | None:
 
 
 def _clip(text: str) -> str:
-    text = " ".join(text.split())
-    if not text.isprintable():
-        text = "".join(ch if ch.isprintable() else "?" for ch in text)
-    return text[:_EVIDENCE_MAX]
+    return textsafe.clip(text, _EVIDENCE_MAX)
 
 
 # ---------------------------------------------------------------------------

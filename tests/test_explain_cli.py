@@ -96,3 +96,18 @@ def test_explain_json_gives_the_specific_status_and_the_reported_one(tmp_path: P
     assert [(r["status"], r["reported_status"], r["variant"]) for r in line["recipients"]] == [
         ("5.7.133", "5.7.0", "group")
     ]
+
+
+def test_explain_summary_and_json_never_carry_terminal_controls(tmp_path: Path) -> None:
+    hostile = POSITIVES[0].data.replace(
+        b"Reporting-MTA: dns;", b"Reporting-MTA: dns; \x1b]0;owned\x07\xc2\x9b31m", 1
+    )
+    assert hostile != POSITIVES[0].data
+    path = tmp_path / "hostile.eml"
+    path.write_bytes(hostile)
+    runner = CliRunner()
+    for flag in ("--summary", "--json"):
+        result = runner.invoke(cli, ["explain", flag, str(path)])
+        assert result.exit_code == 0, result.output
+        assert "owned" in result.output  # the value is shown...
+        assert not any(ch in result.output for ch in "\x1b\x07\x9b")  # ...but cannot drive the terminal

@@ -20,6 +20,7 @@ import click
 
 from gateway.cli.common import cli, config_option, settings_from
 from gateway.report import BounceReport
+from gateway.textsafe import json_text, printable
 
 
 def load_and_parse(path: Path | str) -> BounceReport:
@@ -62,7 +63,8 @@ def _summary(path: str, report: BounceReport) -> str:
     for r in report.recipients:
         family = f" -> {r.category}/{r.variant}" if r.category else ""
         lines.append(f"  {r.recipient} {r.action or '?'} {r.status or '?'}{family}")
-    return "\n".join(lines)
+    # Every value here comes from the bounce: nothing in it may drive the terminal.
+    return "\n".join(printable(line) for line in lines)
 
 
 @cli.command("explain")
@@ -86,12 +88,12 @@ def explain(config_file: Path | None, as_json: bool, summary: bool, files: tuple
             failed = True
             message = f"{type(exc).__name__}: {exc}"
             if as_json:
-                click.echo(json.dumps({"file": path, "error": message}, ensure_ascii=False))
+                click.echo(json_text(json.dumps({"file": path, "error": message}, ensure_ascii=False)))
             else:
-                click.echo(f"{path}: error: {message}", err=True)
+                click.echo(printable(f"{path}: error: {message}"), err=True)
             continue
         if as_json:
-            click.echo(json.dumps(report_json(path, report), ensure_ascii=False))
+            click.echo(json_text(json.dumps(report_json(path, report), ensure_ascii=False)))
         elif summary or settings is None:
             click.echo(_summary(path, report))
         elif not report.family:
@@ -107,7 +109,9 @@ def explain(config_file: Path | None, as_json: bool, summary: bool, files: tuple
                 )
             except ExplainError as exc:
                 failed = True
-                click.echo(f"{path}: cannot annotate ({exc}); bouncegw would relay the original", err=True)
+                click.echo(
+                    printable(f"{path}: cannot annotate ({exc}); bouncegw would relay the original"), err=True
+                )
                 continue
             sys.stdout.buffer.write(annotated)
             sys.stdout.buffer.flush()

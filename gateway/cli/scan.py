@@ -137,13 +137,13 @@ def _open_for_writing(url: str) -> Any:
 
 
 def _cell(value: Any, empty: str = "-") -> str:
-    """A value from a bounce, made safe for a terminal or a CSV cell (attacker-controlled text)."""
-    from gateway.explain.render import sanitise
+    """A value from a bounce, made safe for a terminal (attacker-controlled text)."""
+    from gateway.textsafe import printable
 
     if value is None or value == "":
         return empty
     text = value.strftime("%Y-%m-%d %H:%M") if hasattr(value, "strftime") else str(value)
-    return sanitise(text, limit=500)
+    return printable(text, limit=500)
 
 
 class _RowWriter:
@@ -168,8 +168,9 @@ class _RowWriter:
         if self.fmt == "table":
             self.table.append(cells)
         elif self.fmt == "csv":
-            # A cell a spreadsheet would run as a formula gets a leading quote (OWASP CSV injection).
-            self.csv.writerow(["'" + c if c[:1] in ("=", "+", "-", "@") else c for c in cells])
+            from gateway.textsafe import csv_cell
+
+            self.csv.writerow([csv_cell(c) for c in cells])
         else:
             import json
 
