@@ -314,6 +314,9 @@ class ExplainSettings(_Section):
     language_order: Literal["auto", "configured"] = "auto"
     #: Directory searched before the packaged templates (same layout: <lang>/block.txt.j2, ...).
     template_dir: Path | None = None
+    #: Recipients the block explains one by one; past this, one line says how many more were
+    #: refused (every recipient is still recorded as an incident). Bounds the block's size.
+    max_recipients_explained: int = Field(default=50, ge=1, le=10_000)
     #: Optional DKIM re-signing after the edit (all three or none).
     dkim_key_file: Path | None = None
     dkim_selector: str | None = None

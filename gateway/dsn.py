@@ -28,6 +28,7 @@ import binascii
 import email.parser
 import email.policy
 import email.utils
+import functools
 import html
 import json
 import logging
@@ -158,11 +159,19 @@ class _Source:
 
     def __init__(self, data: bytes) -> None:
         self.data = data
-        self.text = data.decode("utf-8", "surrogateescape")
-        self.is_ascii = len(self.text) == len(data)
         #: The tree that was built stops at MAX_DEPTH: deeper parts were not read.
         self.capped = False
         self._delimiters: _Delimiters | None = None
+
+    @functools.cached_property
+    def text(self) -> str:
+        # Decoded only when flanker needs it: a full copy of the message (up to 4x its size).
+        return self.data.decode("utf-8", "surrogateescape")
+
+    @functools.cached_property
+    def is_ascii(self) -> bool:
+        """One character per byte, so character offsets are byte offsets."""
+        return self.data.isascii() or len(self.text) == len(self.data)
 
     def delimiters(self) -> _Delimiters:
         if self._delimiters is None:

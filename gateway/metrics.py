@@ -69,7 +69,7 @@ BYTE_DIRECTIONS = ("received", "relayed")
 REFUSAL_REASONS = ("network", "max_sessions")
 BOUNCE_FORMATS = (FORMAT_RFC3464, FORMAT_RFC6533, FORMAT_TEXT)
 PARSE_STAGES = ("parse", "internal")
-ANNOTATION_OUTCOMES = ("annotated", "already_explained", "failed")
+ANNOTATION_OUTCOMES = ("annotated", "already_explained", "too_large", "failed")
 STORAGE_PATHS = ("database", "journal", "replayed", "rejected")
 #: (category, variant) pairs come from the family table, so the set is closed.
 FAMILY_KINDS = codes.FAMILY.kinds
@@ -225,10 +225,10 @@ def _bounded(value: str | None, allowed: Iterable[str]) -> str:
     return value if value is not None and value in allowed else "other"
 
 
-def count_family(category: str | None, variant: str | None) -> None:
+def count_family(category: str | None, variant: str | None, count: int = 1) -> None:
     kind = (category or "", variant or "")
     # The table in force (an extended one too): its kinds are the label values.
-    FAMILY.labels(*(kind if kind in codes.FAMILY.kinds else ("other", "other"))).inc()
+    FAMILY.labels(*(kind if kind in codes.FAMILY.kinds else ("other", "other"))).inc(count)
 
 
 def count_bounce(fmt: str) -> None:

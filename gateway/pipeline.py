@@ -8,6 +8,10 @@ so each stays small and testable.
 Failure policy (architecture invariants 1 and 2):
 - a step that cannot do its job falls back on its own to the bytes it was
   given (the original message reaches the next hop untouched) and counts it;
+- so does a step whose result would break a promise made to the upstream:
+  an annotated bounce longer than ``listener.max_message_size`` (the SIZE
+  the upstream was offered, RFC 1870) is dropped for the original, and
+  counted as ``too_large``;
 - an exception that escapes a step anyway makes the listener answer
   ``451 4.3.0`` (``gateway.replies.PROCESSING_FAILED``): the upstream keeps
   the message and retries, and nothing was relayed.

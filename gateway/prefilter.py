@@ -27,6 +27,16 @@ _HEADER_SIGN_RE: Final = re.compile(
     re.IGNORECASE | re.MULTILINE,
 )
 
+#: The body is searched this much at a time: one regular-expression call holds the GIL for
+#: its whole run, so a worker thread searching tens of megabytes of near-misses in one call
+#: would stall the event loop just the same (about 40 ms per MB).
+_PIECE: Final = 64 * 1024
+#: Pieces overlap by more than the longest match, so a match that starts in one piece ends
+#: inside that piece's search: a code or token of the family table with a soft break between
+#: every character is a few hundred octets at most (tests/test_prefilter_pieces.py checks it),
+#: and the base64 header cannot run past its line (1,000 octets, RFC 5321 4.5.3.1.6).
+_OVERLAP: Final = 1024
+
 #: A base64 body part (the code may hide inside it).
 _BASE64_RE: Final = re.compile(rb"content-transfer-encoding:[ \t]*base64", re.IGNORECASE)
 
@@ -71,8 +81,10 @@ def _encoded_subject_sign(head: bytes) -> bool:
     return bool(_DECODED_SUBJECT_RE.search(subject))
 
 
-def _split(data: bytes) -> tuple[bytes, bytes]:
+def _split(data: bytes) -> tuple[bytes, bytes | memoryview]:
     """(root header block, body); bytes.find is ~20x faster than a regex here.
+
+    The body is a view into ``data``, not a copy (a message can be tens of megabytes).
 
     The first line's ending tells CRLF from LF mail, so only the matching blank-line
     separator is searched: looking for CRLFCRLF in LF-only mail scans the whole body
@@ -83,7 +95,7 @@ def _split(data: bytes) -> tuple[bytes, bytes]:
     for sep in seps:
         i = data.find(sep)
         if i >= 0:
-            return data[:i], data[i + len(sep) :]
+            return data[:i], memoryview(data)[i + len(sep) :]
     return data, b""
 
 
@@ -101,10 +113,16 @@ def might_be_family_bounce(data: bytes) -> bool:
         return False
     # The family's whole codes and resolver tokens, as the family table defines them
     # (gateway.codes.Family.body_re; quoted-printable soft breaks allowed inside).
-    if codes.FAMILY.body_re.search(body):
+    if _search(codes.FAMILY.body_re, body):
         return True
     # Bounce-looking but no visible code: a base64 part may hide it; let the parser decide.
-    return bool(_BASE64_RE.search(data))
+    return _search(_BASE64_RE, data)
+
+
+def _search(pattern: re.Pattern[bytes], data: bytes | memoryview) -> bool:
+    """``pattern.search(data)``, a piece at a time (search(data, pos, endpos) still sees the
+    octet before ``pos`` for a look-behind)."""
+    return any(pattern.search(data, pos, pos + _PIECE + _OVERLAP) for pos in range(0, len(data), _PIECE))
 
 
 __all__ = ["might_be_family_bounce"]

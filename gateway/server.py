@@ -374,9 +374,10 @@ class RelaySMTP(SMTP):
                     self._watchdog.cancel()
         if too_big:
             raise DataTooLong(replies.MESSAGE_TOO_BIG)
-        # "\r\n" + message (each line ending in CRLF) + ".\r\n"
-        stuffed = b"".join(chunks)[:-3]
-        return await offload.by_size(len(stuffed), _finish_data, stuffed)
+        # The chunks go as they are: _finish_data joins them and empties the list, so no name in
+        # this frame holds a full copy (a LimitOverrunError caught above leaves a reference cycle
+        # through its traceback that keeps this frame, and its locals, until the cyclic GC runs).
+        return await offload.by_size(size, _finish_data, chunks)
 
 
 def _has_long_line(data: bytes) -> bool:
@@ -399,13 +400,19 @@ def _has_long_line(data: bytes) -> bool:
         start = end + 1
 
 
-def _finish_data(stuffed: bytes) -> bytes:
-    """Check line lengths and undo the dot-stuffing of "CRLF + message + CRLF" (RFC 5321 4.5.2)."""
+def _finish_data(chunks: list[bytes]) -> bytes:
+    """Join "CRLF + message + CRLF.CRLF", check line lengths, undo dot-stuffing (RFC 5321 4.5.2).
+
+    At most two full copies exist at any time: the chunks are dropped once joined.
+    """
+    stuffed = b"".join(chunks)
+    chunks.clear()
+    # The terminator's "." line is short: checking it too changes nothing.
     if _has_long_line(stuffed):
         raise DataTooLong(replies.LINE_TOO_LONG)
     if b"\r\n.." in stuffed:
         stuffed = stuffed.replace(b"\r\n..", b"\r\n.")
-    return stuffed[2:]
+    return stuffed[2:-3]
 
 
 class _Authenticator:

@@ -5,7 +5,8 @@ Each step does one thing and, on failure, leaves the message as it was
 
 1. :class:`Detect` - the cheap prefilter, then parse + classify only for
    messages that can be a family bounce (ordinary mail never gets MIME-parsed).
-2. :class:`Explain` - incident ids are allotted, the block is spliced in.
+2. :class:`Explain` - incident ids are allotted, the block is spliced in (the
+   original goes out instead when the result would exceed ``max_message_size``).
 3. :class:`Record` - once the next hop has answered, the incidents are made
    durable (database or journal) *before* the upstream hears the reply.
 """
@@ -18,13 +19,13 @@ from collections import Counter
 
 from gateway import classify, dsn, metrics, offload, prefilter, replies
 from gateway.config import Settings
-from gateway.explain import AlreadyExplained, annotate, arc
+from gateway.explain import AlreadyExplained, TooLarge, annotate, arc
 from gateway.identity import bounce_digest
 from gateway.pipeline import Deferred, Processed
 from gateway.relay import Reply
 from gateway.report import BounceReport
 from gateway.transaction import MessageContext
-from storage.incidents import allot_ids, build_incidents
+from storage.incidents import IncidentRecord, allot_ids, build_incidents
 from storage.recorder import Recorder
 
 log = logging.getLogger(__name__)
@@ -48,16 +49,51 @@ def _detect(data: bytes, envelope_sender: str) -> BounceReport:
     return classify.classify(dsn.parse(data, envelope_sender=envelope_sender))
 
 
+#: Family recipients named one by one in the transaction's log line; the rest are counted.
+LOGGED_RECIPIENTS = 20
+
+
+def _family_note(report: BounceReport) -> str:
+    shown = ",".join(f"{r.status}:{r.variant}" for r in report.family[:LOGGED_RECIPIENTS])
+    more = len(report.family) - LOGGED_RECIPIENTS
+    return f"{shown},+{more} more" if more > 0 else shown
+
+
+def _incidents(
+    report: BounceReport,
+    ctx: MessageContext,
+    message: Processed,
+    *,
+    relay_outcome: str,
+    instance: str,
+    store_subjects: bool,
+) -> list[IncidentRecord]:
+    return build_incidents(
+        report,
+        ctx,
+        ids=message.incident_ids,
+        annotated=message.annotated,
+        relay_outcome=relay_outcome,
+        instance=instance,
+        store_subjects=store_subjects,
+        bounce_digest=bounce_digest(message.original),
+    )
+
+
 class Detect:
     def __init__(self, counters: StepCounters) -> None:
         self.counters = counters
 
     async def before_relay(self, ctx: MessageContext, message: Processed) -> None:
         data = message.data
-        if not prefilter.might_be_family_bounce(data):
+        # A body with many near-misses of the family's codes keeps the prefilter's regular
+        # expression busy for about 40 ms per MB: off the loop once it is large.
+        if not await offload.by_size(len(data), prefilter.might_be_family_bounce, data):
             return
         try:
-            report = await offload.by_size(len(data), _detect, data, ctx.mail_from)
+            # Off the loop whatever the size: a small bounce can still list thousands of
+            # recipients or nest deeply (see gateway.offload).
+            report = await offload.off_loop(_detect, data, ctx.mail_from)
         except dsn.ParseError as exc:
             self.counters.parse_failures["parse"] += 1
             metrics.PARSE_FAILURES.labels("parse").inc()
@@ -75,11 +111,13 @@ class Detect:
         if report.is_bounce and report.format:
             self.counters.bounces[report.format] += 1
             metrics.count_bounce(report.format)
-        for rcpt in report.family:
-            self.counters.family[(rcpt.category or "", rcpt.variant or "")] += 1
-            metrics.count_family(rcpt.category, rcpt.variant)
+        # Counted by kind, not one metric call per recipient: a bounce can list thousands.
+        kinds = Counter((rcpt.category, rcpt.variant) for rcpt in report.family)
+        for (category, variant), count in kinds.items():
+            self.counters.family[(category or "", variant or "")] += count
+            metrics.count_family(category, variant, count)
         if report.family:
-            message.notes["family"] = ",".join(f"{r.status}:{r.variant}" for r in report.family)
+            message.notes["family"] = _family_note(report)
 
     async def after_relay(self, ctx: MessageContext, message: Processed, reply: Reply) -> None:
         return None
@@ -106,18 +144,27 @@ class Explain:
             raise Deferred(replies.STORAGE_UNAVAILABLE)
         message.incident_ids = allot_ids(report.family)
         try:
-            message.data = await offload.by_size(
-                len(message.original),
+            message.data = await offload.off_loop(
                 annotate,
                 message.original,
                 report,
                 incident_ids=message.incident_ids,
                 now=ctx.received_at,
                 settings=self.settings.explain,
+                # The upstream was promised (SIZE) that this many octets get through.
+                max_size=self.settings.listener.max_message_size,
             )
         except AlreadyExplained:
             self.counters.annotations["already_explained"] += 1
             metrics.ANNOTATIONS.labels("already_explained").inc()
+            return
+        except TooLarge as exc:
+            # Chosen policy: the original goes out untouched (it fitted the limit when it
+            # came in), counted apart from failures; its incidents are still recorded.
+            self.counters.annotations["too_large"] += 1
+            metrics.ANNOTATIONS.labels("too_large").inc()
+            log.warning("transaction %s: %s; relaying the original", ctx.transaction_id, exc)
+            message.data = message.original
             return
         except Exception as exc:  # any failure: the original goes out untouched
             self.counters.annotations["failed"] += 1
@@ -140,6 +187,11 @@ class Explain:
             sealed = await asyncio.to_thread(arc.seal, message.original, message.data, self.settings.explain)
         except Exception as exc:
             sealed = arc.Sealed(message.data, arc.Outcome.FAILED, repr(exc))
+        if len(sealed.data) > self.settings.listener.max_message_size:
+            # The size the upstream was promised holds for the sealed bounce too.
+            sealed = arc.Sealed(
+                message.data, arc.Outcome.FAILED, "the sealed bounce would exceed max_message_size"
+            )
         metrics.ARC_SEALS.labels(sealed.outcome).inc()
         if sealed.outcome is arc.Outcome.FAILED:
             log.warning("transaction %s: relayed unsealed: %s", ctx.transaction_id, sealed.detail)
@@ -166,15 +218,18 @@ class Record:
             # A deferred relay is not an incident yet: the upstream retries, and the
             # retry is recorded (once: the fingerprint is the bounce's bytes).
             return
-        records = build_incidents(
+        # Hashing grows with the octets and building the records with the recipients: off the
+        # loop when either is large (for the usual bounce the thread hop would cost more).
+        records = await offload.by_count(
+            len(message.original),
+            len(report.family),
+            _incidents,
             report,
             ctx,
-            ids=message.incident_ids,
-            annotated=message.annotated,
+            message,
             relay_outcome="relayed" if reply.positive else "rejected",
             instance=self.settings.instance,
             store_subjects=self.settings.storage.store_subjects,
-            bounce_digest=await offload.by_size(len(message.original), bounce_digest, message.original),
         )
         try:
             await self.recorder.submit(records)

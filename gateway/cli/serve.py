@@ -50,6 +50,9 @@ def serve(
     setup_logging(settings.log.level, settings.log.format)
     for warning in startup_warnings(settings):
         logging.getLogger("gateway.config").warning(warning)
+    from gateway.memory import return_large_blocks
+
+    return_large_blocks()  # inherited by forked workers
     try:
         if settings.listener.workers == 1:
             from gateway.app import run

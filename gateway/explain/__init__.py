@@ -19,10 +19,15 @@ from gateway.config import ExplainSettings
 from gateway.explain import dkim, headers, render, splice, validate
 from gateway.report import BounceReport
 
-__all__ = ["AlreadyExplained", "ExplainError", "annotate"]
+__all__ = ["AlreadyExplained", "ExplainError", "TooLarge", "annotate"]
 
 #: Part types that get the block (RFC 2046 section 4.1, text/html per RFC 2854).
 HUMAN_TYPES = frozenset({"text/plain", "text/html"})
+
+#: Largest human-readable part the block is spliced into. Editing a part decodes, re-encodes
+#: and checks it, several copies of it at once; real notices are tens of kilobytes, so a larger
+#: one (typically a text bounce that quotes a whole message) is relayed as it came.
+MAX_PART_SIZE = 1024 * 1024
 
 
 class ExplainError(Exception):
@@ -33,6 +38,10 @@ class AlreadyExplained(ExplainError):
     """The bounce already carries X-Bouncegw-Explained (never explain twice)."""
 
 
+class TooLarge(ExplainError):
+    """The annotated bounce would exceed the size limit the upstream was promised."""
+
+
 def annotate(
     data: bytes,
     report: BounceReport,
@@ -40,6 +49,7 @@ def annotate(
     incident_ids: Sequence[str] | None,
     now: datetime,
     settings: ExplainSettings,
+    max_size: int | None = None,
 ) -> bytes:
     """Return ``data`` with the explanation block added; raise on any failure.
 
@@ -47,6 +57,8 @@ def annotate(
     nothing was recorded). The output differs from ``data`` only by the
     prepended header line (plus a DKIM-Signature when re-signing is configured)
     and inside the human-readable parts listed in ``report.human_parts``.
+    An output longer than ``max_size`` octets raises :class:`TooLarge` before
+    it is assembled.
     """
     if report.already_explained or headers.already_explained(data):
         raise AlreadyExplained("the message already carries X-Bouncegw-Explained")
@@ -55,11 +67,23 @@ def annotate(
     parts = [p for p in report.human_parts if p.content_type in HUMAN_TYPES]
     if not parts:
         raise ExplainError("the report lists no human-readable part")
+    for part in parts:
+        if part.body_end - part.headers_start > MAX_PART_SIZE:
+            size = part.body_end - part.headers_start
+            raise TooLarge(
+                f"a {part.content_type} part of {size} octets (parts over {MAX_PART_SIZE} stay as they are)"
+            )
     try:
         rendered = render.render(report, incident_ids=incident_ids, now=now, settings=settings)
         edits = [splice.edit_part(data, part, rendered) for part in parts]
-        prefix = headers.header_line(report, incident_ids, splice.line_ending(data))
-        output = prefix + splice.apply(data, edits)
+        # The header names the incidents the block explains (a header of thousands of ids
+        # would outgrow what MTAs keep of one header field, e.g. Postfix's header_size_limit).
+        explained_ids = incident_ids[: settings.max_recipients_explained] if incident_ids else None
+        prefix = headers.header_line(report, explained_ids, splice.line_ending(data))
+        size = len(prefix) + len(data) + sum(len(e.replacement) - (e.end - e.start) for e in edits)
+        if max_size is not None and size > max_size:
+            raise TooLarge(f"the annotated bounce would be {size} octets, over the limit of {max_size}")
+        output = splice.apply(data, edits, prefix=prefix)
         validate.check_bytes(data, output, prefix, edits)
         validate.check_structure(
             data,
@@ -74,6 +98,8 @@ def annotate(
         )
         if dkim.enabled(settings):
             output = dkim.resign(output, settings)
+            if max_size is not None and len(output) > max_size:
+                raise TooLarge(f"the signed bounce would be {len(output)} octets, over {max_size}")
     except ExplainError:
         raise
     except Exception as exc:

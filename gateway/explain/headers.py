@@ -7,7 +7,8 @@ Format (one field, prepended above every other header so nothing else moves)::
 ``<status>`` lists the distinct enhanced status codes of the explained
 recipients, in report order (``5.7.133`` or ``5.7.133,5.7.134``); a recipient
 whose bounce gave no code counts with its variant's usual code. ``incident=``
-lists the recorded incident ids in the same order as ``BounceReport.family``
+lists the recorded incident ids of the recipients the block explains (the first
+``[explain] max_recipients_explained`` of ``BounceReport.family``, in order)
 and is left out when nothing was recorded. Long lists are folded after a comma
 (RFC 5322 section 2.2.3), so readers must ignore whitespace around commas.
 """

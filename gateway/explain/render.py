@@ -195,7 +195,11 @@ MAX_CONTACT_NAME = 64
 
 
 def _context(
-    report: BounceReport, incident_ids: Sequence[str] | None, now: datetime, languages: Sequence[str]
+    report: BounceReport,
+    incident_ids: Sequence[str] | None,
+    now: datetime,
+    languages: Sequence[str],
+    limit: int,
 ) -> dict[str, Any]:
     family = report.family
     ids = list(incident_ids or [])
@@ -203,7 +207,10 @@ def _context(
     #: variant -> the address of its first recipient: later ones of that variant get only their
     #: commands ("same steps as for ..."), so the block grows by a few lines per recipient.
     first_of: dict[str, str] = {}
-    for index, recipient in enumerate(family):
+    # Past ``limit`` the block stops listing recipients and says how many more there are
+    # (``[explain] max_recipients_explained``): a bounce can list thousands. Each one is still
+    # recorded as an incident.
+    for index, recipient in enumerate(family[:limit]):
         incident = sanitise(ids[index], 64) if index < len(ids) and ids[index] else ""
         raw_address = recipient.recipient or recipient.original_recipient
         address = sanitise(raw_address or "?", MAX_ADDRESS)
@@ -227,10 +234,14 @@ def _context(
     when = now.astimezone(UTC) if now.tzinfo else now.replace(tzinfo=UTC)
     sender_address = address_of(original.sender) if original else None
     sent = original.date if original else None
+    # The kinds of recipient come from the whole family, listed or not (the headline and the
+    # group owner's line speak for all of them).
+    variants = {variant_of(recipient) for recipient in family}
     return {
         "recipients": recipients,
-        "variants": sorted({r["variant"] for r in recipients}),
-        "only_sender_not_allowed": all(r["variant"] == SENDER_NOT_ALLOWED for r in recipients),
+        "more_recipients": len(family) - len(recipients),
+        "variants": sorted(variants),
+        "only_sender_not_allowed": variants == {SENDER_NOT_ALLOWED},
         "incidents": [r["incident"] for r in recipients if r["incident"]],
         "time": when.strftime("%Y-%m-%d %H:%M UTC"),
         "subject": sanitise(original.subject) if original else "",
@@ -260,7 +271,7 @@ def render(
     if not report.family:
         raise ValueError("no recipient of the family to explain")
     languages = locale.language_order(report.original, settings.languages, settings.language_order)
-    context = _context(report, incident_ids, now, languages)
+    context = _context(report, incident_ids, now, languages, settings.max_recipients_explained)
     if environment is None and settings.template_dir is None:
         return _cached_render(context, languages)
     env = environment or build_environment(settings.template_dir)
@@ -294,6 +305,7 @@ def _render(env: jinja2.Environment, context: dict[str, Any], languages: Sequenc
 
 #: Sentinels hold a NUL, which sanitise() removes from every value, so no value can forge one.
 _SENTINEL = "\x00bgw{}\x00"
+_SENTINEL_RE = re.compile("\x00bgw([0-9]+)\x00")
 _SKELETON_CACHE_SIZE = 512
 #: key -> (rendered skeleton, or None when the skeleton did not reproduce the full render).
 _skeletons: OrderedDict[tuple[object, ...], Rendered | None] = OrderedDict()
@@ -334,10 +346,12 @@ def _skeleton(context: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, 
 
 
 def _fill(skeleton: Rendered, fills: list[tuple[str, str]]) -> Rendered:
-    text, html = skeleton.text, skeleton.html
-    for sentinel, value in fills:
-        text = text.replace(sentinel, value)
-        html = html.replace(sentinel, str(escape(value)))
+    # One pass over each block, whatever the number of values: a str.replace() per value would
+    # copy the whole block once per value, and both grow with the recipients (quadratic).
+    values = [value for _, value in fills]
+    escaped = [str(escape(value)) for value in values]
+    text = _SENTINEL_RE.sub(lambda m: values[int(m.group(1))], skeleton.text)
+    html = _SENTINEL_RE.sub(lambda m: escaped[int(m.group(1))], skeleton.html)
     return Rendered(text=text, html=html)
 
 

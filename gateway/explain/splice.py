@@ -229,15 +229,20 @@ def edit_part(data: bytes, part: HumanPart, rendered: Rendered) -> Edit:
     return Edit(part.headers_start, part.body_end, headers + new_body, tuple(changes))
 
 
-def apply(data: bytes, edits: list[Edit]) -> bytes:
-    """Splice non-overlapping edits into the original bytes."""
-    out: list[bytes] = []
+def apply(data: bytes, edits: list[Edit], *, prefix: bytes = b"") -> bytes:
+    """``prefix`` and the original bytes with non-overlapping edits spliced in.
+
+    The pieces of ``data`` are memoryview slices, so the output is the only new copy of the
+    message (slicing bytes would copy each piece once more before joining).
+    """
+    view = memoryview(data)
+    out: list[bytes | memoryview] = [prefix]
     position = 0
     for edit in sorted(edits, key=lambda e: e.start):
         if edit.start < position:
             raise SpliceError("human parts overlap")
-        out.append(data[position : edit.start])
+        out.append(view[position : edit.start])
         out.append(edit.replacement)
         position = edit.end
-    out.append(data[position:])
+    out.append(view[position:])
     return b"".join(out)

@@ -29,9 +29,13 @@ from gateway import header_block
 from gateway.explain.splice import Edit
 
 #: A boundary parameter anywhere in the message (RFC 2045 section 5.1); collecting too many only
-#: makes the check stricter. Matched in the lower-cased message (a case-insensitive pattern has
-#: no literal to skip ahead with); the values are read from the message itself.
-_BOUNDARY_PARAM = re.compile(rb"""boundary\s*=\s*(?:"([^"\r\n]+)"|([^\s;"]+))""")
+#: makes the check stricter. Found by its name in lower-cased pieces of the message (a
+#: case-insensitive pattern has no literal to skip ahead with), then matched in the message.
+_BOUNDARY_PARAM = re.compile(rb"""boundary\s*=\s*(?:"([^"\r\n]+)"|([^\s;"]+))""", re.IGNORECASE)
+_BOUNDARY_NAME = b"boundary"
+#: Pieces lower-cased at a time: a lower-cased copy of a whole 30 MB message would be one more
+#: full copy at the moment the original and the output are both held.
+_PIECE = 1024 * 1024
 
 #: "--" and the rest of its line (lines end at CR, LF or CRLF, as bytes.splitlines() splits them).
 _DASHES = re.compile(rb"--([^\r\n]*)")
@@ -47,16 +51,19 @@ class ValidationFailed(ValueError):
 def check_bytes(original: bytes, output: bytes, prefix: bytes, edits: list[Edit]) -> None:
     if not output.startswith(prefix):
         raise ValidationFailed("the prepended header is missing")
-    rest = output[len(prefix) :]
+    # Compared in place: ``startswith`` with a start offset and a memoryview of the original
+    # runs memcmp on both buffers and copies neither (slices of bytes would copy the message).
+    view = memoryview(original)
     position_in = 0
-    position_out = 0
+    position_out = len(prefix)
     for edit in sorted(edits, key=lambda e: e.start):
         length = edit.start - position_in
-        if rest[position_out : position_out + length] != original[position_in : edit.start]:
+        if length < 0 or not output.startswith(view[position_in : edit.start], position_out):
             raise ValidationFailed(f"bytes before offset {edit.start} changed")
         position_out += length + len(edit.replacement)
         position_in = edit.end
-    if rest[position_out:] != original[position_in:]:
+    tail = len(original) - position_in
+    if len(output) - position_out != tail or not output.startswith(view[position_in:], position_out):
         raise ValidationFailed("bytes after the last edited part changed")
 
 
@@ -80,8 +87,18 @@ def _parse(data: bytes) -> Message:
 
 
 def _boundaries(data: bytes) -> set[bytes]:
-    # bytes.lower() changes only A-Z, so offsets in the lower-cased copy are offsets in ``data``.
-    return {data[slice(*m.span(1 if m.group(1) else 2))] for m in _BOUNDARY_PARAM.finditer(data.lower())}
+    found: set[bytes] = set()
+    view = memoryview(data)
+    # Each piece reaches len(name) - 1 octets into the next, so every name starts in exactly
+    # one piece. bytes.lower() changes only A-Z: offsets in a piece are offsets in ``data``.
+    for start in range(0, len(data), _PIECE):
+        piece = bytes(view[start : start + _PIECE + len(_BOUNDARY_NAME) - 1]).lower()
+        at = piece.find(_BOUNDARY_NAME)
+        while at >= 0:
+            if (match := _BOUNDARY_PARAM.match(data, start + at)) is not None:
+                found.add(match.group(1) or match.group(2))
+            at = piece.find(_BOUNDARY_NAME, at + 1)
+    return found
 
 
 def _has_delimiter(span: bytes, boundaries: set[bytes]) -> bool:

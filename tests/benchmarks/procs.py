@@ -75,6 +75,15 @@ def status_kib(pid: int, field: str) -> int:
     return 0
 
 
+def reset_peak_rss(pid: int) -> bool:
+    """Set the process's VmHWM back to its current RSS (proc(5), clear_refs "5"); False if refused."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
 class Procs:
     """Everything the benchmark started; ``close()`` stops it all."""
 

@@ -23,6 +23,7 @@ import platform
 import re
 import resource
 import shutil
+import smtplib
 import sqlite3
 import subprocess
 import sys
@@ -36,7 +37,15 @@ from typing import Any
 
 from tests.benchmarks import messages
 from tests.benchmarks import scan as scan_bench
-from tests.benchmarks.procs import Procs, cpu_seconds, free_port, status_kib, tree, wait_for_port
+from tests.benchmarks.procs import (
+    Procs,
+    cpu_seconds,
+    free_port,
+    reset_peak_rss,
+    status_kib,
+    tree,
+    wait_for_port,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
@@ -350,6 +359,39 @@ def idle_sessions(procs: Procs, setup: Setup, files: Files, tmp: Path) -> dict[s
     }
 
 
+#: Sizes (MiB) of the large family bounces whose memory cost is measured, one at a time.
+LARGE_BOUNCES = (16, 32)
+
+
+def large_bounce_memory(setup: Setup) -> dict[str, Any] | str:
+    """Peak RSS growth of a one-process gateway while one large family bounce goes through it.
+
+    The bounce is the benchmark's family DSN padded inside its returned message (the usual
+    shape of a large bounce). The peak (VmHWM) is reset right before each message, so the
+    growth is the message's alone; "kept" is what is still resident once it is gone.
+    """
+    pid = setup.running[0].pid
+    results: dict[str, Any] = {}
+    for mib in LARGE_BOUNCES:
+        data = messages.family(mib * 1024 * messages.KIB).replace(messages.SEQ, b"large-%d" % mib)
+        before = status_kib(pid, "VmRSS")
+        if not reset_peak_rss(pid):
+            return "not measured: /proc/PID/clear_refs refused"
+        with smtplib.SMTP("127.0.0.1", setup.port, timeout=300) as client:
+            client.sendmail("", ["sender@bench.example"], data)
+        setup.family_sent += 1
+        TALLY.sent += 1
+        peak, after = status_kib(pid, "VmHWM"), status_kib(pid, "VmRSS")
+        results[f"{mib}mib"] = {
+            "size": len(data),
+            "rss_before_kib": before,
+            "peak_growth_kib": peak - before,
+            "multiple": (peak - before) * 1024 / len(data),
+            "kept_kib": after - before,
+        }
+    return results
+
+
 def storage_bench(tmp: Path) -> dict[str, Any]:
     """``python -m storage.bench`` against scratch SQLite and PostgreSQL (a throwaway schema)."""
     out: dict[str, Any] = {}
@@ -556,6 +598,18 @@ def print_report(res: dict[str, Any], setups: list[Setup]) -> None:
             f"active ordinary 5 KB meanwhile {idle['active_rate']:,.0f} msg/s"
             f" ({idle['active_errors']} errors)"
         )
+    large = res.get("large_bounce_memory")
+    if isinstance(large, str):
+        print(f"large family bounces, {by_key['gw-1'].label}: {large}")
+    elif large:
+        print(
+            f"large family bounces, {by_key['gw-1'].label}: peak RSS growth "
+            + "; ".join(
+                f"{m['size'] / 1024 / 1024:.0f} MiB: +{m['peak_growth_kib'] / 1024:.0f} MiB = "
+                f"{m['multiple']:.2f}x, {m['kept_kib'] / 1024:.1f} MiB kept after"
+                for m in large.values()
+            )
+        )
     for key, check in res["incidents_check"].items():
         label = by_key[key].label
         print(
@@ -644,6 +698,11 @@ def main() -> None:
                 res["idle"][key] = idle_sessions(procs, by_key[key], files, tmp)
             except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
                 res["idle"][key] = f"failed: {exc}"
+        print("large family bounces:", flush=True)
+        try:
+            res["large_bounce_memory"] = large_bounce_memory(by_key["gw-1"])
+        except (OSError, smtplib.SMTPException) as exc:
+            res["large_bounce_memory"] = f"failed: {exc}"
         # Stop the gateways (their recorders flush on SIGTERM), then count what they stored.
         res["incidents_check"] = {}
         for s in setups:
