@@ -22,6 +22,7 @@ from gateway.admin import create_admin_app
 from gateway.config import Settings, parse_host_port
 from gateway.handler import RelayHandler
 from gateway.health import NextHopCheck, Readiness, health_router, metrics_router
+from gateway.loops import LoopGuard
 from gateway.maildir import MaildirNextHop
 from gateway.pipeline import Pipeline, Step
 from gateway.relay import NextHop, SmtpNextHop
@@ -72,7 +73,10 @@ class App:
             ]
         )
         self.handler = RelayHandler(
-            self.next_hop, self.pipeline, offer_auth=bool(settings.listener.auth_users)
+            self.next_hop,
+            self.pipeline,
+            offer_auth=bool(settings.listener.auth_users),
+            loops=LoopGuard(settings.listener.hostname, settings.relay.max_hops, settings.relay.max_passes),
         )
         self.gateway = Gateway(settings.listener, self.handler)
         self.next_hop_check = NextHopCheck(self.next_hop)

@@ -142,6 +142,14 @@ class ListenerSettings(_Section):
     #: non-loopback address without ``require_auth`` (an open relay); a warning is logged.
     allow_open_relay: bool = False
 
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, value: str) -> str:
+        # It is written into the greeting and into the Received: trace (gateway.loops).
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.\-_]{0,252}", value):
+            raise ValueError(f"not a host name: {value!r} (letters, digits, '.', '-', '_')")
+        return value
+
     @field_validator("allowed_networks")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
@@ -232,6 +240,17 @@ class NextHopSettings(_Section):
         if self.address.startswith("maildir:"):
             return Path(self.address[len("maildir:") :])
         return None
+
+
+class RelaySettings(_Section):
+    """Loop refusal (``gateway.loops``): RFC 5321 section 6.3."""
+
+    #: Refuse a message that already has this many Received: fields (Postfix's hopcount_limit).
+    max_hops: int = Field(default=50, ge=2, le=1000)
+    #: Refuse a message whose trace shows it has already passed this gateway this many times
+    #: (the same listener.hostname). A forward or a list may legitimately bring a message back
+    #: once or twice.
+    max_passes: int = Field(default=3, ge=1, le=100)
 
 
 class DatabaseSettings(_Section):
@@ -375,6 +394,7 @@ class Settings(_Section):
     instance: str = Field(default_factory=platform.node)
     listener: ListenerSettings = ListenerSettings()
     next_hop: NextHopSettings = NextHopSettings()
+    relay: RelaySettings = RelaySettings()
     database: DatabaseSettings = DatabaseSettings()
     admin: AdminSettings = AdminSettings()
     storage: StorageSettings = StorageSettings()

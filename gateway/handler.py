@@ -2,7 +2,8 @@
 
 - MAIL opens the downstream transaction; its reply is the next hop's.
 - RCPT is proxied one to one; its reply is the next hop's.
-- DATA runs the processing step, relays the result, and answers with the next
+- DATA refuses a looping message (``gateway.loops``), runs the processing step,
+  relays the result under our ``Received:`` trace, and answers with the next
   hop's reply to the final dot, so the upstream hears 250 only after the next
   hop said 250 (architecture invariant 1).
 - Anything unexpected becomes ``451 4.3.0`` with no internals in the text.
@@ -19,6 +20,7 @@ from typing import Any
 from ulid import ULID
 
 from gateway import metrics, replies
+from gateway.loops import LoopGuard
 from gateway.pipeline import Deferred, Pipeline, Processed
 from gateway.relay import NextHop, NextHopError, Reply
 from gateway.server import RelayEnvelope, RelaySession
@@ -33,10 +35,13 @@ EXTRA_EXTENSIONS = ("PIPELINING", "ENHANCEDSTATUSCODES", "DSN")
 
 
 class RelayHandler:
-    def __init__(self, next_hop: NextHop, pipeline: Pipeline, *, offer_auth: bool) -> None:
+    def __init__(
+        self, next_hop: NextHop, pipeline: Pipeline, *, offer_auth: bool, loops: LoopGuard | None = None
+    ) -> None:
         self.next_hop = next_hop
         self.pipeline = pipeline
         self.offer_auth = offer_auth
+        self.loops = loops or LoopGuard("localhost")
 
     async def handle_EHLO(
         self, server: Any, session: RelaySession, envelope: RelayEnvelope, hostname: str, responses: list[str]
@@ -95,6 +100,20 @@ class RelayHandler:
         transaction = session.transaction
         if transaction is None:
             return self._log(ctx, None, Reply.parse(replies.NEXT_HOP_CONNECTION_LOST), "deferred", started)
+        if (loop := self.loops.check(data)) is not None:
+            metrics.LOOPS.labels(loop.reason).inc()
+            log.warning("transaction %s refused: mail loop (%s)", ctx.transaction_id, loop.reason)
+            await transaction.abort()
+            return self._log(ctx, None, Reply.parse(loop.reply), "rejected", started)
+        trace = self.loops.trace(
+            helo=ctx.helo,
+            client_address=ctx.client_address,
+            esmtp=session.extended_smtp,
+            tls=session.ssl is not None,
+            authenticated=bool(session.authenticated),
+            transaction_id=ctx.transaction_id,
+            when=ctx.received_at,
+        )
         try:
             with metrics.PROCESSING_DURATION.time():
                 message = await self.pipeline.before_relay(ctx, data)
@@ -108,21 +127,23 @@ class RelayHandler:
             return self._log(ctx, None, Reply.parse(replies.PROCESSING_FAILED), "failed", started)
         # The relay must run to its end even if the upstream disconnects meanwhile:
         # a downstream transaction cut mid-DATA is the surest way to a duplicate.
-        relay = asyncio.ensure_future(self._relay(ctx, message, transaction))
+        relay = asyncio.ensure_future(self._relay(ctx, message, transaction, trace))
         server.gateway.spawn(_wait(relay))
         reply = await asyncio.shield(relay)
         outcome = "relayed" if reply.positive else "deferred" if reply.transient else "rejected"
         return self._log(ctx, message, reply, outcome, started)
 
-    async def _relay(self, ctx: MessageContext, message: Processed, transaction: Any) -> Reply:
+    async def _relay(self, ctx: MessageContext, message: Processed, transaction: Any, trace: bytes) -> Reply:
         try:
             with metrics.RELAY_DURATION.time():
-                reply: Reply = await transaction.data(message.data)
+                # Our trace goes in front (RFC 5321 section 4.4), written before the message
+                # rather than copied into it.
+                reply: Reply = await transaction.data(message.data, trace)
         except NextHopError as exc:
             log.warning("transaction %s: next hop: %s", ctx.transaction_id, exc)
             reply = exc.reply
         if reply.positive:
-            metrics.BYTES.labels("relayed").inc(len(message.data))
+            metrics.BYTES.labels("relayed").inc(len(trace) + len(message.data))
         try:
             await self.pipeline.after_relay(ctx, message, reply)
         except Exception:

@@ -40,11 +40,12 @@ class MaildirNextHop:
     async def close(self) -> None:
         return None
 
-    def deliver(self, mail_from: str, message: bytes) -> str:
+    def deliver(self, mail_from: str, message: bytes, trace: bytes = b"") -> str:
         name = f"{time.time_ns()}.P{os.getpid()}Q{next(_sequence)}.{socket.gethostname()}"
         tmp = self.path / "tmp" / name
         with tmp.open("xb") as fh:
             fh.write(b"Return-Path: <" + mail_from.encode("utf-8", "surrogateescape") + b">\r\n")
+            fh.write(trace)
             fh.write(message)
             fh.flush()
             os.fsync(fh.fileno())
@@ -60,9 +61,9 @@ class MaildirTransaction:
     async def rcpt(self, address: str, parameters: list[str]) -> Reply:
         return RCPT_OK
 
-    async def data(self, message: bytes) -> Reply:
+    async def data(self, message: bytes, trace: bytes = b"") -> Reply:
         try:
-            name = await asyncio.to_thread(self.hop.deliver, self.mail_from, message)
+            name = await asyncio.to_thread(self.hop.deliver, self.mail_from, message, trace)
         except OSError:
             return WRITE_FAILED
         return Reply(250, f"2.0.0 Ok: delivered as {name}")

@@ -67,6 +67,7 @@ PROCESSING_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0
 MESSAGE_OUTCOMES = ("relayed", "rejected", "deferred", "failed")
 BYTE_DIRECTIONS = ("received", "relayed")
 REFUSAL_REASONS = ("network", "max_sessions")
+LOOP_REASONS = ("hops", "passes")
 BOUNCE_FORMATS = (FORMAT_RFC3464, FORMAT_RFC6533, FORMAT_TEXT)
 PARSE_STAGES = ("parse", "internal")
 ANNOTATION_OUTCOMES = ("annotated", "already_explained", "too_large", "failed")
@@ -96,6 +97,12 @@ MESSAGES = Counter(
     "Transactions that reached the end of DATA, by outcome "
     "(relayed, rejected: the next hop said 5xx, deferred: 4xx, failed: our processing failed).",
     ["outcome"],
+)
+LOOPS = Counter(
+    "bouncegw_loops_refused_total",
+    "Messages refused with 554 5.4.6 as a mail loop, by reason (hops: relay.max_hops Received: "
+    "fields; passes: our own trace relay.max_passes times).",
+    ["reason"],
 )
 BYTES = Counter(
     "bouncegw_message_bytes_total",
@@ -200,6 +207,7 @@ def _initialise() -> None:
         (MESSAGE_OUTCOMES, MESSAGES),
         (BYTE_DIRECTIONS, BYTES),
         (REFUSAL_REASONS, REFUSED),
+        (LOOP_REASONS, LOOPS),
         (BOUNCE_FORMATS, BOUNCES),
         (PARSE_STAGES, PARSE_FAILURES),
         (ANNOTATION_OUTCOMES, ANNOTATIONS),

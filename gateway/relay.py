@@ -82,7 +82,9 @@ class Transaction(Protocol):
 
     async def rcpt(self, address: str, parameters: list[str]) -> Reply: ...
 
-    async def data(self, message: bytes) -> Reply: ...
+    async def data(self, message: bytes, trace: bytes = b"") -> Reply:
+        """Send ``trace`` (our Received: field, CRLF-terminated) and then ``message``."""
+        ...
 
     async def abort(self) -> None: ...
 
@@ -369,15 +371,15 @@ class SmtpTransaction:
             parameters = _without(parameters, DSN_RCPT_PARAMETERS)
         return await command(self.hop, self.client, b"RCPT", b"TO:" + _angle(address, self.utf8), parameters)
 
-    async def data(self, message: bytes) -> Reply:
+    async def data(self, message: bytes, trace: bytes = b"") -> Reply:
         self.done = True
         try:
             end = await offload.by_size(len(message), _data_end, message)
             if end is None:
                 # Bare CR or LF: aiosmtplib normalises them to CRLF (RFC 5321 section 2.3.8).
-                response = await self.client.data(message, timeout=self.hop.settings.data_timeout)
+                response = await self.client.data(trace + message, timeout=self.hop.settings.data_timeout)
             else:
-                response = await self._send(message, end)
+                response = await self._send(trace, message, end)
         except aiosmtplib.SMTPDataError as exc:
             # A refusal of DATA itself (e.g. 554 no valid recipients): the next hop's reply.
             self.hop.release(self.client)
@@ -393,8 +395,12 @@ class SmtpTransaction:
         self.hop.release(self.client)
         return Reply(response.code, response.message)
 
-    async def _send(self, message: bytes, end: bytes) -> aiosmtplib.SMTPResponse:
-        """DATA with ``message`` dot-stuffed on the way out, then ``end`` (the final dot)."""
+    async def _send(self, trace: bytes, message: bytes, end: bytes) -> aiosmtplib.SMTPResponse:
+        """DATA: ``trace`` (a few header lines that need no stuffing, written on their own so the
+        message is not copied to put them in front), then ``message`` dot-stuffed on the way out,
+        then ``end`` (the final dot). The message's first line stays a line start, so the stuffing
+        still sees a leading dot there.
+        """
         start = await self.client.execute_command(b"DATA")
         if start.code != 354:
             raise aiosmtplib.SMTPDataError(start.code, start.message)
@@ -405,6 +411,8 @@ class SmtpTransaction:
         # once, a large message would be copied into the transport's own buffer (twice, on
         # Python 3.11) and held there until the socket takes it. The next hop answers only
         # after the final dot, so nothing is lost by awaiting between pieces.
+        if trace:
+            protocol.write(trace)
         pieces = _stuffed_pieces(message)
         piece = next(pieces, b"")
         for following in pieces:

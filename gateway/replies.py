@@ -45,6 +45,10 @@ START_DATA = "354 End data with <CR><LF>.<CR><LF>"
 #: RFC 5321 section 4.5.3.1.6: a text line is at most 1000 octets including CRLF.
 LINE_TOO_LONG = "500 5.5.2 Line too long (RFC 5321 section 4.5.3.1.6 allows 1000 octets)"
 DATA_SYNTAX = "501 5.5.4 Syntax: DATA"
+#: RFC 5321 section 6.3 (loop detection by counting Received: fields) and RFC 3463 X.4.6
+#: (routing loop detected); permanent: the same message takes the same route again.
+TOO_MANY_HOPS = "554 5.4.6 Routing loop detected: too many hops ({limit} Received: header fields or more)"
+LOOP_DETECTED = "554 5.4.6 Routing loop detected: the message has already passed this gateway {passes} times"
 
 # -- our own failures: always transient, never internals in the text --------
 PROCESSING_FAILED = "451 4.3.0 Temporary processing error, try again later"

@@ -26,6 +26,18 @@ class Received:
     raw: bytes  # the DATA section exactly as sent, dot-stuffed, up to and including CRLF.CRLF
     tls: bool
 
+    @property
+    def message(self) -> bytes:
+        """``data`` without the one ``Received:`` field bouncegw puts on top (RFC 5321 section
+        4.4): the message as the gateway received it, or as it explained it. Fails when the
+        first field is not bouncegw's trace."""
+        head, sep, rest = self.data.partition(b"\r\n\t")  # the trace is folded after its "from"
+        assert head.startswith(b"Received: from ") and sep, self.data[:200]
+        line, _, after = rest.partition(b"\r\n\t")  # "by HOST (bouncegw) with ... id ...;"
+        assert b" (bouncegw) with " in line, self.data[:200]
+        _date, _, message = after.partition(b"\r\n")
+        return message
+
 
 @dataclass
 class RecordingServer:
@@ -46,12 +58,13 @@ class RecordingServer:
     messages: list[Received] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
     connections: int = 0
-    port: int = 0
+    host: str = "127.0.0.1"  # another loopback address plays another server of the "internet"
+    port: int = 0  # 0: any free port; set it to listen on a chosen one
     _server: asyncio.Server | None = None
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._session, "127.0.0.1", 0, limit=64 * 1024 * 1024)
+        self._server = await asyncio.start_server(self._session, self.host, self.port, limit=64 * 1024 * 1024)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -64,7 +77,7 @@ class RecordingServer:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def _reply(self, verb: str, arg: str, default: str) -> str:
         script = self.replies.get(verb)

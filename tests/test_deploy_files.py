@@ -317,12 +317,33 @@ relay     unix  -       -       y       -       -       smtp
 """
 
 
-@pytest.mark.parametrize("placement", ["relayhost", "content-filter"])
+#: Each placement's main.cf, its master.cf (if any), and a setting it must produce.
+POSTFIX_PLACEMENTS = {
+    "relayhost": ("relayhost.master.cf", "relayhost = [127.0.0.1]:10025"),
+    "null-sender": (
+        "relayhost.master.cf",
+        "sender_dependent_default_transport_maps = inline:{ <>=smtp:[127.0.0.1]:10025 }",
+    ),
+    "users-domains": (None, "transport_maps = inline:{ example.com=smtp:[127.0.0.1]:10025 }"),
+    "content-filter": ("content-filter.master.cf", "content_filter = bouncegw:[127.0.0.1]:10025"),
+}
+
+
+def test_every_postfix_snippet_belongs_to_a_placement() -> None:
+    shipped = {p.name for p in (DEPLOY / "postfix").glob("*.cf")}
+    used = {f"{name}.main.cf" for name in POSTFIX_PLACEMENTS} | {
+        master for master, _ in POSTFIX_PLACEMENTS.values() if master
+    }
+    assert shipped == used
+
+
+@pytest.mark.parametrize("placement", sorted(POSTFIX_PLACEMENTS))
 def test_postfix_snippets_are_read_without_warnings(placement: str, tmp_path: Path) -> None:
     postconf = shutil.which("postconf") or "/usr/sbin/postconf"
     need(Path(postconf).exists(), "Postfix is not installed (apt-get install postfix)")
+    master, setting = POSTFIX_PLACEMENTS[placement]
     main_cf = (DEPLOY / "postfix" / f"{placement}.main.cf").read_text()
-    master_cf = BASE_MASTER_CF + (DEPLOY / "postfix" / f"{placement}.master.cf").read_text()
+    master_cf = BASE_MASTER_CF + ((DEPLOY / "postfix" / master).read_text() if master else "")
     (tmp_path / "main.cf").write_text("compatibility_level = 3.6\n" + main_cf)
     (tmp_path / "master.cf").write_text(master_cf)
     for args in (["-n"], ["-M"], ["-P"]):
@@ -332,7 +353,4 @@ def test_postfix_snippets_are_read_without_warnings(placement: str, tmp_path: Pa
     settings = subprocess.run(
         [postconf, "-c", str(tmp_path), "-n"], capture_output=True, text=True, check=True
     ).stdout
-    if placement == "relayhost":
-        assert "relayhost = [127.0.0.1]:10025" in settings
-    else:
-        assert "content_filter = bouncegw:[127.0.0.1]:10025" in settings
+    assert setting in settings.splitlines()

@@ -103,7 +103,7 @@ async def test_a_row_added_to_the_table_flows_through_the_gateway(
     app = await make_gateway(hop.address)
     await asend(app.gateway.port, "", ["sender@example.org"], data)
 
-    out = hop.messages[0].data
+    out = hop.messages[0].message
     assert out.startswith(b"X-Bouncegw-Explained: ")
     explained = parse(out)
     assert explained.already_explained

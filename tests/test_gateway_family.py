@@ -46,7 +46,7 @@ async def test_family_bounce_is_explained_and_recorded(
     app = await make_gateway(hop.address)
     await asend(app.gateway.port, "", ["sender@example.org"], positive.data)  # type: ignore[attr-defined]
     assert len(hop.messages) == 1
-    out = hop.messages[0].data
+    out = hop.messages[0].message
     first_line = out.split(b"\r\n", 1)[0]
     assert first_line.startswith(b"X-Bouncegw-Explained: ")
     assert out.count(b"X-Bouncegw-Explained:") == 1
@@ -77,7 +77,7 @@ async def test_ordinary_mail_and_negatives_pass_byte_identical(
     assert len(samples) > 4
     for data in samples:
         await asend(app.gateway.port, "", ["sender@example.org"], data)
-    assert [hashlib.sha256(m.data).hexdigest() for m in hop.messages] == [
+    assert [hashlib.sha256(m.message).hexdigest() for m in hop.messages] == [
         hashlib.sha256(d).hexdigest() for d in samples
     ]
     repo = Repository.from_url(app.settings.database.url)
@@ -95,10 +95,10 @@ async def test_retried_bounce_is_recorded_once_and_explained_bounce_not_again(
     app = await make_gateway(hop.address)
     await asend(app.gateway.port, "", ["sender@example.org"], positive.data)
     await asend(app.gateway.port, "", ["sender@example.org"], positive.data)  # an upstream retry
-    explained = hop.messages[0].data
+    explained = hop.messages[0].message
     await asend(app.gateway.port, "", ["sender@example.org"], explained)  # came back through a second hop
     assert len(hop.messages) == 3
-    assert hop.messages[2].data == explained  # untouched
+    assert hop.messages[2].message == explained  # untouched
     rows = await asyncio.to_thread(incidents, f"http://127.0.0.1:{app.http_port}")
     assert len(rows) == 1
 
@@ -112,7 +112,7 @@ async def test_annotation_failure_relays_the_original(
     )
     app = await make_gateway(hop.address)
     await asend(app.gateway.port, "", ["sender@example.org"], broken)
-    assert hop.messages[0].data == broken
+    assert hop.messages[0].message == broken
     assert app.counters.annotations["failed"] == 1
     # still recorded, marked as not annotated
     rows = await asyncio.to_thread(incidents, f"http://127.0.0.1:{app.http_port}")

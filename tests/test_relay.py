@@ -77,7 +77,7 @@ async def test_message_arrives_byte_identical(hop: RecordingServer, make_gateway
     refused = await asend(app.gateway.port, "alice@example.org", ["bob@example.com"], MESSAGE)
     assert refused == {}
     assert len(hop.messages) == 1
-    assert hashlib.sha256(hop.messages[0].data).digest() == hashlib.sha256(MESSAGE).digest()
+    assert hashlib.sha256(hop.messages[0].message).digest() == hashlib.sha256(MESSAGE).digest()
     assert hop.messages[0].mail_from.startswith("FROM:<alice@example.org>")
     assert hop.messages[0].rcpts == ["TO:<bob@example.com>"]
 
@@ -264,7 +264,7 @@ async def test_smtputf8_addresses_and_8bit_body(hop: RecordingServer, make_gatew
         mail_options=["SMTPUTF8", "BODY=8BITMIME"],
     )
     received = hop.messages[0]
-    assert received.data == body
+    assert received.message == body
     assert received.mail_from == f"FROM:<yamada@例え.jp> size={len(body)} SMTPUTF8 BODY=8BITMIME"
     assert received.rcpts == ["TO:<ユーザー@example.com>"]
 
@@ -349,7 +349,7 @@ async def test_crash_in_processing_step_is_451_and_listener_keeps_serving(
     assert b"secret" not in info.value.smtp_error and b"RuntimeError" not in info.value.smtp_error
     assert hop.messages == []
     await asend(app.gateway.port, "a@example.org", ["b@example.com"], MESSAGE)
-    assert [m.data for m in hop.messages] == [MESSAGE]
+    assert [m.message for m in hop.messages] == [MESSAGE]
 
 
 async def test_bare_lf_dot_smuggling_stays_one_message(
@@ -484,7 +484,7 @@ async def test_starttls_in_and_out(
         refused = await asyncio.to_thread(client)
         assert refused[0] == 530
         assert len(hop.messages) == 1 and hop.messages[0].tls
-        assert hop.messages[0].data == MESSAGE
+        assert hop.messages[0].message == MESSAGE
     finally:
         await hop.stop()
 
@@ -546,7 +546,11 @@ async def test_maildir_next_hop_writes_each_message_once(tmp_path: Any, make_gat
     await asend(app.gateway.port, "", ["a@example.com", "b@example.com"], MESSAGE)
     files = list((tmp_path / "outbox" / "new").iterdir())
     assert len(files) == 1
-    assert files[0].read_bytes() == b"Return-Path: <>\r\n" + MESSAGE
+    # The delivery's Return-Path, then our trace (RFC 5321 section 4.4), then the message as sent.
+    head, sep, rest = files[0].read_bytes().partition(b"\r\n")
+    assert head == b"Return-Path: <>" and sep
+    assert rest.startswith(b"Received: from ") and b" (bouncegw) with ESMTP id " in rest
+    assert rest.endswith(b"\r\n" + MESSAGE) and rest.count(b"Received:") == 1
     assert list((tmp_path / "outbox" / "tmp").iterdir()) == []
 
 

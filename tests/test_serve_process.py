@@ -38,7 +38,7 @@ async def test_sigterm_lets_the_transaction_in_flight_finish(hop: RecordingServe
             _, err = await asyncio.wait_for(proc.communicate(), 20)
         assert refused == {}, err.decode()  # the upstream got its 250 after SIGTERM
         assert proc.returncode == 0, err.decode()
-        assert [m.data for m in hop.messages] == [MESSAGE]
+        assert [m.message for m in hop.messages] == [MESSAGE]
         # and nothing listens any more
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()

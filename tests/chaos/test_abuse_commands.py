@@ -129,7 +129,7 @@ async def test_no_attacker_text_in_any_command_line(
     figures = check(f"abuse_commands_{name}", outcomes, hop.messages, None)
     report(figures)
     assert figures.accepted == 1 and len(hop.messages) == 1
-    out = hop.messages[0].data
+    out = hop.messages[0].message
     assert out.startswith(b"X-Bouncegw-Explained: " + code.encode())  # explained, not merely relayed
     plain, html = notice_parts(out)
     block_html = html[html.index('class="bouncegw-explained"') :]
@@ -161,7 +161,7 @@ async def test_no_line_of_the_block_starts_with_the_boundary_prefix(
     data = attack_ndr("--rep-b1@contoso.example", "5.7.133", "Taro <--rep-b1@contoso.example>")
     outcomes = await send_all(app.gateway.port, [Msg("boundary-prefix", tagged("boundary-prefix", data))])
     report(check("abuse_commands_boundary_prefix", outcomes, hop.messages, None))
-    out = hop.messages[0].data
+    out = hop.messages[0].message
     assert out.startswith(b"X-Bouncegw-Explained: 5.7.133")  # explained: the output check passed
     plain, html = notice_parts(out)
     block = plain.split("Your message to --rep-b1@contoso.example couldn't")[0]

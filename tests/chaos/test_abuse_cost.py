@@ -65,7 +65,7 @@ async def test_eight_times_the_recipients_costs_about_eight_times_the_time(
     ratio = best[large] / best[small]
     rec = await asyncio.to_thread(incidents_by_tag, app.settings.database.url)
     # The header names all 480 incidents here and pushes the tag past where the harness looks.
-    received = [dataclasses.replace(m, data=strip_explained_header(m.data)) for m in hop.messages]
+    received = [dataclasses.replace(m, data=strip_explained_header(m.message)) for m in hop.messages]
     check(
         "cost_recipients_8x",
         outcomes,
@@ -116,7 +116,7 @@ async def test_annotation_over_the_size_limit_relays_the_original(
     (out,) = await send_all(app.gateway.port, [msg])
     rec = await asyncio.to_thread(incidents_by_tag, app.settings.database.url)
     check("cost_annotation_too_large", [out], hop.messages, rec)
-    assert out.accepted and [m.data for m in hop.messages] == [msg.data]  # byte-identical
+    assert out.accepted and [m.message for m in hop.messages] == [msg.data]  # byte-identical
     assert app.counters.annotations["too_large"] == before[0] + 1
     assert annotations("too_large") == before[1] + 1
     assert rec["too-large"] == 3  # still recorded, as not annotated
@@ -138,7 +138,7 @@ async def test_a_huge_notice_is_relayed_unexplained_and_recorded(
     (out,) = await send_all(app.gateway.port, [msg])
     rec = await asyncio.to_thread(incidents_by_tag, app.settings.database.url)
     check("cost_huge_notice", [out], hop.messages, rec)
-    assert out.accepted and [m.data for m in hop.messages] == [msg.data]
+    assert out.accepted and [m.message for m in hop.messages] == [msg.data]
     assert app.counters.annotations["too_large"] == before + 1
 
 
@@ -152,7 +152,7 @@ async def test_recipients_past_the_cap_are_summed_up_and_all_recorded(
     rec = await asyncio.to_thread(incidents_by_tag, app.settings.database.url)
     check("cost_recipients_capped", [out], hop.messages, rec)
     assert out.accepted and rec["capped"] == cap + more
-    relayed = hop.messages[0].data
+    relayed = hop.messages[0].message
     texts = human_texts(relayed)
     # The bounce's own parts come first; the returned message's text follows.
     for text in (texts["text/plain"][0], texts["text/html"][0]):
@@ -221,4 +221,4 @@ async def test_peak_memory_of_a_large_bounce_stays_within_the_documented_multipl
     rec = await asyncio.to_thread(incidents_by_tag, f"sqlite:///{tmp_path / 'gw.sqlite3'}")
     check("cost_memory_large_bounce", outcomes, hop.messages, rec, **figures)
     assert all(o.accepted for o in outcomes)
-    assert all(m.data.startswith(b"X-Bouncegw-Explained: ") for m in hop.messages)
+    assert all(m.message.startswith(b"X-Bouncegw-Explained: ") for m in hop.messages)

@@ -119,7 +119,7 @@ async def test_nested_bounces_from_four_clients(hop: RecordingServer, tmp_path: 
     for received in hop.messages:
         tag = received.data.split(b"X-Chaos-Tag: ", 1)[1].split(b"\r\n", 1)[0].decode()
         if "-deep-" in tag:
-            assert received.data.startswith(b"X-Bouncegw-Explained: ")
+            assert received.message.startswith(b"X-Bouncegw-Explained: ")
             assert received.data.endswith(sent[tag][-2000:])
         else:
-            assert received.data == sent[tag]
+            assert received.message == sent[tag]

@@ -80,12 +80,12 @@ async def test_oversize_long_lines_nul_8bit_crlf(hop: RecordingServer, make_gate
     assert by_tag["line-1001"].code == 500 and by_tag["line-998"].accepted
     assert by_tag["nul-8bit-no-8bitmime"].accepted and by_tag["nul-8bit-family"].accepted
     assert by_tag["addr-cr"].code == 553 and by_tag["addr-lf"].code in (501, 553)
-    arrived = {m.data.split(b"\r\n", 1)[0]: m for m in hop.messages}
+    arrived = {m.message.split(b"\r\n", 1)[0]: m for m in hop.messages}
     nul = arrived[b"X-Chaos-Tag: nul-8bit-no-8bitmime"]
-    assert nul.data == msgs[4].data  # byte for byte, NUL and 8-bit included
+    assert nul.message == msgs[4].data  # byte for byte, NUL and 8-bit included
     split = arrived[b"X-Chaos-Tag: bare-cr-in-header"]
     # Bare CR/LF become CRLF on the way out (documented); the envelope is never affected.
-    assert split.data == LINE_ENDINGS.sub(b"\r\n", msgs[5].data)
+    assert split.message == LINE_ENDINGS.sub(b"\r\n", msgs[5].data)
     assert split.rcpts == ["TO:<sender@example.org>"]
     assert not any("victim" in c or ("exa" in c and "mple" in c and "\r" in c) for c in hop.commands)
 
@@ -104,7 +104,7 @@ async def test_html_and_template_injection(hop: RecordingServer, make_gateway: G
     outcomes = await send_all(app.gateway.port, [msg])
     rec = await asyncio.to_thread(incidents_by_tag, app.settings.database.url)
     check("html_template_injection", outcomes, hop.messages, rec)
-    out = hop.messages[0].data
+    out = hop.messages[0].message
     assert out.startswith(b"X-Bouncegw-Explained: ")
     parsed = email.message_from_bytes(out, policy=email.policy.default)
     before = human_parts(email.message_from_bytes(msg.data, policy=email.policy.default))
@@ -168,7 +168,7 @@ async def test_500_nested_multiparts(hop: RecordingServer, make_gateway: Gateway
     for m in hop.messages:
         found = TAG_RE.search(m.data[:300])
         assert found is not None
-        assert m.data == sent[found.group(1)] or m.data.startswith(b"X-Bouncegw-Explained: ")
+        assert m.message == sent[found.group(1)] or m.message.startswith(b"X-Bouncegw-Explained: ")
 
 
 def big_bounce(size: int) -> bytes:
@@ -212,7 +212,7 @@ async def test_30mb_bounce_and_loop_stays_responsive(
         stop.set()
         await tick
         await client.close()
-    order = [m.data[:200].split(b"\r\n") for m in hop.messages]
+    order = [m.message[:200].split(b"\r\n") for m in hop.messages]
     rec = await asyncio.to_thread(incidents_by_tag, app.settings.database.url)
     check(
         "bounce_30mb",
@@ -223,5 +223,5 @@ async def test_30mb_bounce_and_loop_stays_responsive(
         max_loop_stall_ms=round(lag * 1000),
     )
     assert big_out.accepted and small_out.accepted
-    assert hop.messages[0].data.startswith(b"X-Chaos-Tag: small-during-big"), order  # not stuck behind it
-    assert hop.messages[1].data.startswith(b"X-Bouncegw-Explained: ")
+    assert hop.messages[0].message.startswith(b"X-Chaos-Tag: small-during-big"), order  # not stuck behind it
+    assert hop.messages[1].message.startswith(b"X-Bouncegw-Explained: ")

@@ -84,16 +84,18 @@ async def test_mutated_corpus_bounces(hop: RecordingServer, make_gateway: Gatewa
         assert found is not None
         original = sent[found.group(1).decode()]
         expected = LINE_ENDINGS.sub(b"\r\n", original if original.endswith(b"\r\n") else original + b"\r\n")
-        if received.data == expected:
+        if received.message == expected:
             identical += 1
             continue
-        head, _, _ = received.data.partition(b"\r\n")
+        head, _, _ = received.message.partition(b"\r\n")
         assert head.startswith(b"X-Bouncegw-Explained: "), (
             f"changed without being explained: {found.group(1)!r}"
         )
-        assert ds_fields(received.data) == ds_fields(expected), f"delivery-status changed: {found.group(1)!r}"
+        assert ds_fields(received.message) == ds_fields(expected), (
+            f"delivery-status changed: {found.group(1)!r}"
+        )
         explained += 1
-        named.update(explained_ids(received.data))
+        named.update(explained_ids(received.message))
     stored = await asyncio.to_thread(incident_ids, app.settings.database.url)
     figures = check(
         "fuzz_10k_mutated_corpus",
