@@ -2,7 +2,7 @@
 # Both create .venv and install pinned dependencies on first use.
 
 PYTHON ?= python3
-VENV   := .venv
+VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
@@ -11,6 +11,8 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@# Python 3.13+ rebuilds flanker's parser tables on first import (README: Python versions): once, here.
+	$(BIN)/python -c 'import logging; logging.disable(logging.WARNING); import flanker.addresslib.address'
 	touch $@
 
 # Listener 127.0.0.1:10025, admin HTTP 127.0.0.1:8025, SQLite in var/, delivered mail in var/outbox/new/.

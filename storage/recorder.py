@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future as ConcurrentFuture
@@ -173,7 +174,19 @@ class Recorder:
         self._db_thread.shutdown(wait=False, cancel_futures=True)
         self._io_thread.shutdown(wait=True)
         if self._repo is not None:
-            await asyncio.to_thread(self._repo.close)
+            # The database thread may still be inside a call that timed out (a locked SQLite waits
+            # out its busy timeout). Dispose of the engine after that call, so its connection is
+            # closed, not dropped (Python 3.13 warns about unclosed sqlite3 connections); wait for
+            # that at most db_timeout, as for any database call.
+            repo, db_thread = self._repo, self._db_thread
+
+            def close() -> None:
+                db_thread.shutdown(wait=True)
+                repo.close()
+
+            closer = threading.Thread(target=close, name="bouncegw-recorder-close", daemon=True)
+            closer.start()
+            await asyncio.to_thread(closer.join, self.db_timeout)
         if self._journal is not None:
             self._journal.close()
 

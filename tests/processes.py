@@ -6,7 +6,7 @@ import asyncio
 import os
 import socket
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -66,11 +66,15 @@ async def start_serve(
     workers: int = 1,
     env: Mapping[str, str] | None = None,
     stderr: int | IO[Any] = asyncio.subprocess.PIPE,
+    program: Sequence[str] = (sys.executable, "-m", "gateway"),
     **kwargs: Any,
 ) -> asyncio.subprocess.Process:
-    """``bouncegw serve`` as a real process in ``tmp_path`` (SQLite there too), once it listens."""
+    """``bouncegw serve`` as a real process in ``tmp_path`` (SQLite there too), once it listens.
+
+    ``program`` is the command that stands for ``bouncegw`` (default: this checkout's package).
+    """
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "serve", "--workers", str(workers),
+        *program, "serve", "--workers", str(workers),
         "--listen", f"127.0.0.1:{port}", "--next-hop", next_hop, "--http", http,
         "--database", f"sqlite:///{tmp_path / 'gw.sqlite3'}",
         cwd=tmp_path,

@@ -17,12 +17,12 @@ from gateway.config import ExplainSettings
 from gateway.dsn import parse
 from gateway.explain import AlreadyExplained, ExplainError, annotate
 from gateway.report import RecipientReport
+from tests.corpus_table import CORPUS
 from tests.explain_checks import assert_outside_identical, delivery_status_fields, human_texts, longest_line
 from tests.positives import POSITIVES
 
 NOW = datetime(2025, 1, 2, 3, 4, tzinfo=UTC)
 SETTINGS = ExplainSettings()
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 EXCHANGE_SAMPLES = sorted((CORPUS / "sisimai" / "maildir" / "bsd").glob("lhost-exchange*.eml"))
 
 

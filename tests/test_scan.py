@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -50,7 +51,8 @@ def run_scan(
 
 
 def rows(db: Path) -> list[tuple[str, str, str]]:
-    with sqlite3.connect(db) as conn:
+    # closing(): sqlite3's own context manager only commits (Python 3.13 warns on unclosed connections).
+    with contextlib.closing(sqlite3.connect(db)) as conn:
         return sorted(conn.execute("SELECT failed_recipient, variant, source FROM incidents").fetchall())
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable
-from pathlib import Path
 
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
+from tests.corpus_table import CORPUS
+
 Mutation = Callable[[random.Random, bytes], bytes]
 
 _BOUNDARY = re.compile(rb'boundary="?([^";\r\n]+)"?', re.IGNORECASE)
@@ -18,7 +18,7 @@ _CTE = re.compile(rb"(Content-Transfer-Encoding:[ \t]*)([A-Za-z0-9-]+)", re.IGNO
 
 
 def corpus_samples() -> list[bytes]:
-    """Every corpus message (read in place), with CRLF line ends as on the SMTP wire."""
+    """Every corpus message (tests/corpus), with CRLF line ends as on the SMTP wire."""
     out = []
     for path in sorted(CORPUS.rglob("*")):
         if path.is_file() and path.suffix not in {".tsv", ".txt"}:
