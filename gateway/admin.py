@@ -26,7 +26,7 @@ def create_admin_app(
 ) -> FastAPI:
     """The admin app: incidents API (token or loopback-only) plus any extra ``routers``."""
     app = FastAPI(title=title, version="1", docs_url=None, redoc_url=None)
-    install_error_handlers(app)
+    install_error_handlers(app, database_url=repository.engine.url.render_as_string(hide_password=True))
     app.include_router(incidents_router(repository, api_token=api_token))
     for router in routers:
         app.include_router(router)

@@ -1,15 +1,18 @@
 """The incidents HTTP API (``/api/v1``) served on the admin port.
 
 - ``GET /api/v1/incidents``: filters ``since``/``until`` (a duration such as ``24h`` or an ISO
-  date/date-time), ``recipient``, ``domain``, ``sender``, ``code``, ``variant``; newest first;
+  date/date-time), ``recipient``, ``domain``, ``sender``, ``code``, ``variant``, ``instance``;
+  newest first;
   ``limit`` (1-1000) and ``cursor`` (the previous page's ``next_cursor``).
 - ``GET /api/v1/incidents/{id}``
-- ``GET /api/v1/stats?by=day|recipient|domain|variant|sender-domain`` (same filters).
+- ``GET /api/v1/stats?by=day|recipient|domain|variant|sender-domain|instance`` (same filters).
 
 Auth: with ``admin.api_token`` set, every request needs ``Authorization: Bearer <token>`` (401
 otherwise). Without a token the API answers loopback clients only (403 for anyone else).
 Errors are JSON ``{"detail": "<message>"}``: 400 for a bad filter or cursor (request validation
-errors included, see :func:`install_error_handlers`), 401, 403, 404.
+errors included, see :func:`install_error_handlers`), 401, 403, 404, and 503 (with a
+``Retry-After``) while the database is down or answers with an error: the gateway keeps relaying
+and journaling meanwhile, only the reading API waits for the database.
 
 The endpoints are plain ``def`` functions: FastAPI runs them in its thread pool, so the blocking
 repository calls never run on the event loop the SMTP listener shares.
@@ -27,12 +30,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError
 
+from storage.db import describe_error
 from storage.incidents import Source
 from storage.repository import IncidentFilter, InvalidCursor, Repository
 from storage.timespec import parse_time_bound
 
-StatKey = Literal["day", "recipient", "domain", "variant", "sender-domain"]
+StatKey = Literal["day", "recipient", "domain", "variant", "sender-domain", "instance"]
+#: Seconds a client is asked to wait after a 503 (the database is down).
+RETRY_AFTER = 30
 
 
 class ErrorBody(BaseModel):
@@ -93,6 +100,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "Bad filter, cursor or parameter"},
     401: {"model": ErrorBody, "description": "Missing or wrong bearer token"},
     403: {"model": ErrorBody, "description": "No token configured and the client is not on loopback"},
+    503: {"model": ErrorBody, "description": "The database is unavailable or failed; retry later"},
 }
 
 _bearer = HTTPBearer(auto_error=False, description="admin.api_token from the configuration")
@@ -139,6 +147,7 @@ def _filters(
     ] = None,
     code: Annotated[str | None, Query(description="Enhanced status code, e.g. 5.7.133")] = None,
     variant: Annotated[str | None, Query(description="Classifier variant")] = None,
+    instance: Annotated[str | None, Query(description="Gateway instance that recorded it")] = None,
     source: Annotated[Source | None, Query(description="Found by the relay or by bouncegw scan")] = None,
 ) -> IncidentFilter:
     return IncidentFilter(
@@ -149,6 +158,7 @@ def _filters(
         sender=_text("sender", sender),
         code=_text("code", code),
         variant=_text("variant", variant),
+        instance=_text("instance", instance),
         source=source,
     )
 
@@ -219,8 +229,9 @@ def incidents_router(repository: Repository, *, api_token: str | None) -> APIRou
     return router
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Request validation errors become 400 with a readable message (FastAPI's default is 422)."""
+def install_error_handlers(app: FastAPI, *, database_url: str = "") -> None:
+    """Request validation errors become 400 with a readable message (FastAPI's default is 422);
+    database errors a JSON 503 naming the database (password masked) and the driver's reason."""
 
     async def bad_request(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -230,4 +241,13 @@ def install_error_handlers(app: FastAPI) -> None:
             parts.append(f"{where}: {error.get('msg', 'invalid')}")
         return JSONResponse({"detail": "; ".join(parts) or "invalid request"}, status_code=400)
 
+    async def database_error(_request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(
+            {"detail": describe_error(database_url, exc)},
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER)},
+        )
+
     app.add_exception_handler(RequestValidationError, bad_request)
+    # DBAPIError: every error the driver raised (connection refused, timeout, missing table...).
+    app.add_exception_handler(DBAPIError, database_error)

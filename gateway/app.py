@@ -28,7 +28,7 @@ from gateway.pipeline import Pipeline, Step
 from gateway.relay import NextHop, SmtpNextHop
 from gateway.server import Gateway
 from gateway.steps import Detect, Explain, Record, StepCounters
-from storage.db import check_schema
+from storage.db import check_schema_unless_down
 from storage.recorder import Recorder
 from storage.repository import Repository
 
@@ -39,6 +39,9 @@ PRUNE_INTERVAL = 5.0
 #: How often this process copies its state into the mirroring gauges. In multiprocess mode the
 #: worker that answers a scrape cannot refresh the others: this bounds how stale theirs can be.
 METRICS_REFRESH_INTERVAL = 5.0
+#: At stop, the journal gets what is left of listener.grace_period to reach the database, but at
+#: least this long (transactions in flight may have used up the grace period).
+JOURNAL_DRAIN_MIN = 5.0
 
 
 def build_next_hop(settings: Settings) -> NextHop | MaildirNextHop:
@@ -88,9 +91,12 @@ class App:
 
     async def start(self, sock: socket.socket | None = None, http_sock: socket.socket | None = None) -> None:
         # An out-of-date schema stops the start here, with the message saying what to run
-        # (the embedded SQLite default creates and upgrades itself).
-        await asyncio.to_thread(check_schema, self.settings.database.url)
-        await self.recorder.start()
+        # (the embedded SQLite default creates and upgrades itself). A database server that does
+        # not answer does not: mail is relayed and incidents journaled until it does.
+        unavailable = await asyncio.to_thread(check_schema_unless_down, self.settings.database.url)
+        if unavailable:
+            log.warning("starting without the database: %s", unavailable)
+        await self.recorder.start(unavailable=unavailable)
         await self.gateway.start(sock)
         loop = asyncio.get_running_loop()
         if isinstance(self.next_hop, SmtpNextHop):
@@ -152,15 +158,20 @@ class App:
             await asyncio.sleep(METRICS_REFRESH_INTERVAL)
 
     async def stop(self) -> None:
-        await self.gateway.stop(self.settings.listener.grace_period)
+        grace = self.settings.listener.grace_period
+        deadline = asyncio.get_running_loop().time() + grace
+        await self.gateway.stop(grace)
         for job in self._jobs:
             job.cancel()
         await asyncio.gather(*self._jobs, return_exceptions=True)
         await self.next_hop_check.close()
+        # The journal tries to reach the database in the rest of the grace period; the admin port
+        # stays up meanwhile, so a last scrape sees what is left (journal_left_at_stop).
+        drain = max(deadline - asyncio.get_running_loop().time(), min(grace, JOURNAL_DRAIN_MIN))
+        await self.recorder.stop(drain)
         if self.http is not None and self._http_task is not None:
             self.http.should_exit = True
             await self._http_task
-        await self.recorder.stop()
         await self.next_hop.close()
         if self.repository is not None:
             await asyncio.to_thread(self.repository.close)

@@ -275,8 +275,11 @@ class StorageSettings(_Section):
     batch_interval: float = Field(default=0.0, ge=0)
     #: A database write slower than this sends the batch to the journal instead.
     db_timeout: float = Field(default=5.0, gt=0)
-    #: While the database is unavailable, how often the journal replay is retried.
+    #: While the database is unavailable, the first wait before the next recovery attempt; each
+    #: failed attempt doubles it (with +-20 % jitter) up to ``retry_max_interval``.
     retry_interval: float = Field(default=5.0, gt=0)
+    #: The longest wait between two recovery attempts during a database outage.
+    retry_max_interval: float = Field(default=60.0, gt=0)
 
 
 class AdminSettings(_Section):

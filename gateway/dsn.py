@@ -1107,7 +1107,9 @@ def _parse(data: bytes, max_depth: int, envelope_sender: str | None, enclosed_le
     src = _Source(data)
     hdr_end, _ = _root_header_end(data)
     root = header_block.parse(data[:hdr_end])
-    report = BounceReport(is_bounce=False, message_id=_decoded(root.get("Message-ID")))
+    report = BounceReport(
+        is_bounce=False, message_id=_decoded(root.get("Message-ID")), date=_decoded(root.get("Date"))
+    )
     report.already_explained = root.get(EXPLAINED_HEADER) is not None
 
     tree = _build_tree(src, root, max_depth)

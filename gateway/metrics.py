@@ -184,6 +184,16 @@ DB_AVAILABLE = Gauge(
     "1 while incidents go straight to the database, 0 while they go to the journal.",
     multiprocess_mode="livemin",
 )
+DB_ATTEMPTS = Counter(
+    "bouncegw_database_recovery_attempts_total",
+    "Attempts to reach the database and replay the journal (bounded by the backoff during an outage).",
+)
+JOURNAL_LEFT_AT_STOP = Gauge(
+    "bouncegw_journal_left_at_stop_incidents",
+    "Incidents still in the journal when the process stopped (0 after a clean drain); kept for "
+    "stopped workers.",
+    multiprocess_mode="sum",
+)
 JOURNAL_BACKLOG = Gauge(
     "bouncegw_journal_backlog_incidents",
     "Incidents waiting in the outage journal for the database.",

@@ -44,6 +44,8 @@ class Processed:
     data: bytes  # what will be relayed: the original, or the annotated bounce
     report: BounceReport | None = None
     incident_ids: tuple[str, ...] = ()
+    #: The identity digest of ``original`` (gateway.identity.bounce_digest), once a step needed it.
+    digest: str | None = None
     annotated: bool = False
     notes: dict[str, str] = field(default_factory=dict)  # per-step outcomes, for the log line
 

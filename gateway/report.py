@@ -95,6 +95,7 @@ class BounceReport:
     format: str | None = None  # FORMAT_* or None when not a bounce
     reporting_mta: str | None = None
     message_id: str | None = None  # the bounce's own Message-ID
+    date: str | None = None  # the bounce's own Date header, as written
     original: OriginalMessage | None = None
     recipients: list[RecipientReport] = field(default_factory=list)
     human_parts: tuple[HumanPart, ...] = ()

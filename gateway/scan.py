@@ -40,7 +40,7 @@ from typing import BinaryIO
 from gateway import classify, dsn, header_block, prefilter
 from gateway.identity import as_on_the_wire, bounce_digest
 from gateway.transaction import MessageContext
-from storage.incidents import SOURCE_SCAN, IncidentRecord, allot_ids, build_incidents
+from storage.incidents import SOURCE_SCAN, IncidentRecord, build_incidents, stable_ids
 
 #: Candidates handed to a pool process at once: large enough to amortise the hop, small enough
 #: that a few batches in flight stay a few megabytes for ordinary bounce sizes.
@@ -217,15 +217,17 @@ def examine(message: Message, *, instance: str, store_subjects: bool) -> Examine
     if not report.family:
         return Examined(message.location, report.is_bounce)
     ctx, date = _context(wire, message.location)
+    digest = bounce_digest(wire)
     records = build_incidents(
         report,
         ctx,
-        ids=allot_ids(report.family),
+        # The ids the relay gives the same bounce: a mailbox copy names the same incident.
+        ids=stable_ids(report, digest),
         annotated=report.already_explained,
         relay_outcome="delivered",
         instance=instance,
         store_subjects=store_subjects,
-        bounce_digest=bounce_digest(wire),
+        bounce_digest=digest,
     )
     records = [dataclasses.replace(r, source=SOURCE_SCAN) for r in records]
     return Examined(

@@ -5,7 +5,8 @@ Each step does one thing and, on failure, leaves the message as it was
 
 1. :class:`Detect` - the cheap prefilter, then parse + classify only for
    messages that can be a family bounce (ordinary mail never gets MIME-parsed).
-2. :class:`Explain` - incident ids are allotted, the block is spliced in (the
+2. :class:`Explain` - incident ids are derived (from the bounce's identity and each recipient,
+   so a retried bounce names the same ids on any replica), the block is spliced in (the
    original goes out instead when the result would exceed ``max_message_size``).
 3. :class:`Record` - once the next hop has answered, the incidents are made
    durable (database or journal) *before* the upstream hears the reply.
@@ -25,10 +26,16 @@ from gateway.pipeline import Deferred, Processed
 from gateway.relay import Reply
 from gateway.report import BounceReport
 from gateway.transaction import MessageContext
-from storage.incidents import IncidentRecord, allot_ids, build_incidents
+from storage.incidents import IncidentRecord, build_incidents, stable_ids
 from storage.recorder import Recorder
 
 log = logging.getLogger(__name__)
+
+
+async def _digest(message: Processed) -> str:
+    if message.digest is None:
+        message.digest = await offload.by_size(len(message.original), bounce_digest, message.original)
+    return message.digest
 
 
 class StepCounters:
@@ -76,7 +83,8 @@ def _incidents(
         relay_outcome=relay_outcome,
         instance=instance,
         store_subjects=store_subjects,
-        bounce_digest=bounce_digest(message.original),
+        # Explain derived the ids from this digest already (a copy it relayed untouched has none).
+        bounce_digest=message.digest or bounce_digest(message.original),
     )
 
 
@@ -142,7 +150,11 @@ class Explain:
             # Chosen policy: a family bounce we could not record is deferred (451),
             # the upstream keeps it and retries; ordinary mail is not affected.
             raise Deferred(replies.STORAGE_UNAVAILABLE)
-        message.incident_ids = allot_ids(report.family)
+        # Each id is derived from the incident's fingerprint (the bounce's bytes plus the
+        # recipient): a recipient listed twice, or the same bounce relayed again after a 4xx or
+        # through another replica, names the id of the one incident the database keeps.
+        message.digest = await _digest(message)
+        message.incident_ids = stable_ids(report, message.digest)
         try:
             message.data = await offload.off_loop(
                 annotate,

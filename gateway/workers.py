@@ -96,11 +96,12 @@ def _worker_main(settings: Settings) -> None:
 def supervise(settings: Settings, workers: int) -> int:
     """Run ``workers`` processes until SIGTERM/SIGINT; return the exit status."""
     from gateway import metrics
-    from storage.db import check_schema
+    from storage.db import check_schema_unless_down
 
     # Once, before any worker: two workers creating or upgrading an embedded SQLite schema at
-    # the same moment would race (each worker's own check then finds it up to date).
-    check_schema(settings.database.url)
+    # the same moment would race (each worker's own check then finds it up to date). A database
+    # server that is down is not fatal: the workers start and journal (each says so itself).
+    check_schema_unless_down(settings.database.url)
     # Port 0 becomes a real port here, once, so every worker binds the same one. The
     # reserving sockets stay bound (not listening: the kernel routes nothing to them).
     smtp_reserved = reuseport_socket(settings.listener.listen, listen=False)

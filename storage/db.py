@@ -8,6 +8,11 @@
 - :func:`check_schema(url) <check_schema>`: what ``serve`` calls before listening. An out-of-date
   schema raises :class:`SchemaOutOfDate` with the command that fixes it; the embedded SQLite
   default (any ``sqlite`` URL) creates and upgrades itself instead.
+- :func:`check_schema_unless_down(url) <check_schema_unless_down>`: the same, except that a
+  database *server* that does not answer is not fatal: it returns the reason instead, and the
+  gateway starts and journals until it answers (the recorder checks the schema then).
+- :func:`is_unavailable(exc) <is_unavailable>` and :func:`describe_error(url, exc)
+  <describe_error>`: "the database did not answer" as opposed to a mistake, in one line.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from alembic.script.revision import ResolutionError
 from alembic.util import CommandError
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 #: How long SQLite waits for another writer's lock before "database is locked" (milliseconds).
 SQLITE_BUSY_TIMEOUT_MS = 5000
@@ -36,6 +42,30 @@ class SchemaOutOfDate(Exception):
 
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
+
+
+def safe_url(url: str) -> str:
+    """``url`` with its password masked, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL: say nothing of its contents
+        return "(the configured database URL)"
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """The database did not answer (down, unreachable, refusing, dropped the connection)."""
+    if isinstance(exc, OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def describe_error(url: str, exc: BaseException) -> str:
+    """One line: which database, whether it answered, and the driver's first line of the error."""
+    original = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(original).splitlines() if line.strip()]
+    reason = lines[0] if lines else type(original).__name__
+    state = "unavailable" if is_unavailable(exc) else "error"
+    return f"database {safe_url(url)} {state}: {reason}"
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -155,7 +185,7 @@ def check_schema(url: str, *, auto_upgrade_sqlite: bool = True) -> None:
     current = current_revision(url)
     if current == head:
         return
-    safe = make_url(url).render_as_string(hide_password=True)
+    safe = safe_url(url)
     if current is None:
         raise SchemaOutOfDate(f"the database {safe} has no bouncegw schema; run `bouncegw db upgrade` first")
     script = ScriptDirectory.from_config(alembic_config(url))
@@ -172,3 +202,22 @@ def check_schema(url: str, *, auto_upgrade_sqlite: bool = True) -> None:
         f"the database {safe} is at schema revision {current} but this bouncegw needs {head}; "
         "run `bouncegw db upgrade`"
     )
+
+
+def check_schema_unless_down(url: str) -> str | None:
+    """:func:`check_schema`, but a database server that does not answer returns the reason.
+
+    Only server databases (PostgreSQL) count as "down": a SQLite file that cannot be opened is a
+    mistake in the configuration, and stays fatal. A reachable database with the wrong schema
+    raises :class:`SchemaOutOfDate` as before.
+    """
+    if is_sqlite(url):
+        check_schema(url)
+        return None
+    try:
+        check_schema(url)
+    except Exception as exc:
+        if is_unavailable(exc):
+            return describe_error(url, exc)
+        raise
+    return None

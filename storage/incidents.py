@@ -2,8 +2,12 @@
 
 Interface for the relay pipeline:
 
-- :func:`new_incident_id` -> ``str``: a ULID (26 characters, sorts by creation time). Ids are made
-  *before* the bounce is annotated because the explanation block shows them.
+- :func:`stable_ids(report, digest) <stable_ids>` -> ``tuple[str, ...]``: the incident ids of a
+  bounce's family recipients, made *before* the bounce is annotated because the explanation block
+  shows them. Each is derived from the incident's fingerprint (:func:`incident_id`), so a bounce
+  relayed twice (an upstream retry, perhaps through another replica) names the same ids, and they
+  are the ids of the incidents the database keeps.
+- :func:`new_incident_id` -> ``str``: a random ULID (for records without a bounce behind them).
 - :func:`build_incidents(report, ctx, *, ids, annotated, relay_outcome, instance, store_subjects,
   bounce_digest=None) <build_incidents>` -> ``list[IncidentRecord]``: one record per recipient in
   ``report.family``, ids in the same order.
@@ -20,7 +24,7 @@ import dataclasses
 import hashlib
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from email.utils import parseaddr
+from email.utils import parseaddr, parsedate_to_datetime
 from typing import Any, Final, Literal, get_args
 
 from ulid import ULID
@@ -40,14 +44,29 @@ def new_incident_id() -> str:
     return str(ULID())
 
 
-def allot_ids(family: Sequence[RecipientReport]) -> tuple[str, ...]:
-    """One id per distinct recipient, aligned with ``family``.
+#: ULIDs carry 48 bits of milliseconds since the epoch (the ULID specification).
+_ULID_MAX_MS = (1 << 48) - 1
 
-    A bounce that lists a recipient twice makes one incident (the fingerprint is the bounce plus
-    the recipient), and the block must not name an id that the database then skips as a duplicate.
+
+def incident_id(fingerprint_hex: str, date: str | None) -> str:
+    """A ULID made from an incident's fingerprint and its bounce's Date header.
+
+    The 48-bit time part is the bounce's Date (RFC 5322 section 3.6.1; the same bytes on every
+    retry), so ids still sort roughly by time and list newest first; a bounce without a usable
+    Date gets time 0 (it sorts last). The 80-bit random part is the start of the fingerprint, so
+    two incidents share an id only if they share a fingerprint, which the database already
+    treats as the same incident.
     """
-    allotted: dict[tuple[str | None, str | None], str] = {}
-    return tuple(allotted.setdefault((r.recipient, r.original_recipient), new_incident_id()) for r in family)
+    millis = 0
+    if date:
+        try:
+            when = parsedate_to_datetime(date)
+            if when.tzinfo is None:  # "-0000": UTC without a claim about local time (RFC 5322 3.3)
+                when = when.replace(tzinfo=UTC)
+            millis = min(max(int(when.timestamp() * 1000), 0), _ULID_MAX_MS)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            millis = 0
+    return str(ULID.from_bytes(millis.to_bytes(6, "big") + bytes.fromhex(fingerprint_hex)[:10]))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -128,6 +147,19 @@ def fingerprint(identity: str, recipient: RecipientReport) -> str:
     return h.hexdigest()
 
 
+def stable_ids(report: BounceReport, digest: str | None) -> tuple[str, ...]:
+    """The ids :func:`build_incidents` should get for ``report``'s family (same ``digest``).
+
+    A recipient listed twice gets one id: it is one incident (same fingerprint).
+    """
+    identity = _identity(report, digest)
+    return tuple(incident_id(fingerprint(identity, rcpt), report.date) for rcpt in report.family)
+
+
+def _identity(report: BounceReport, digest: str | None) -> str:
+    return "bytes:" + digest if digest else _report_identity(report)
+
+
 def _report_identity(report: BounceReport) -> str:
     original = report.original
     parts = (
@@ -154,7 +186,7 @@ def build_incidents(
     family = report.family
     if len(ids) != len(family):
         raise ValueError(f"{len(ids)} ids for {len(family)} family recipients")
-    identity = "bytes:" + bounce_digest if bounce_digest else _report_identity(report)
+    identity = _identity(report, bounce_digest)
     original = report.original
     # The bounce travels back to whoever sent the failed message: its RCPT TO is that sender.
     envelope_rcpt = ", ".join(ctx.rcpt_tos) or None

@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from storage.incidents import IncidentRecord
@@ -181,6 +181,28 @@ class Journal:
             _fsync_dir(path.parent)
             self._records = max(0, self._records - lines)
             self._bytes = max(0, self._bytes - size)
+
+
+def replay_into(journal: Journal, record: Callable[[list[IncidentRecord]], int], batch_size: int) -> int:
+    """Write every journalled incident with ``record`` (an idempotent insert) and empty the
+    journal; return how many were new. What ``bouncegw db replay-journal`` runs."""
+    new = 0
+    while (path := journal.take()) is not None:
+        records = Journal.read(path)
+        for start in range(0, len(records), batch_size):
+            new += record(records[start : start + batch_size])
+        journal.done(path)
+    return new
+
+
+def journals_in(directory: Path) -> list[Path]:
+    """The journals (``*.jsonl``, also one left only as ``*.jsonl.replaying``) in ``directory``."""
+    found = set()
+    for entry in directory.iterdir():
+        name = entry.name.removesuffix(".replaying")
+        if name.endswith(".jsonl") and entry.is_file():
+            found.add(directory / name)
+    return sorted(found)
 
 
 _WORKER_SUFFIX = re.compile(r"\.w\d+$")

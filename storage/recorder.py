@@ -5,7 +5,7 @@ Interface::
     recorder = Recorder.from_settings(settings)   # or Recorder(database_url, journal_path, ...)
     await recorder.start()          # opens the journal, replays what a previous run left
     await recorder.submit(records)  # returns once the records are durable
-    await recorder.stop()           # writes everything submitted so far, then stops
+    await recorder.stop(drain)      # writes everything submitted so far, then stops
 
 ``submit`` never blocks the event loop: one writer task groups whatever has been submitted while
 the previous write ran (group commit, at most ``batch_size`` incidents, optionally lingering
@@ -16,18 +16,30 @@ has been appended to the journal and fsynced.
 Outage policy:
 
 - Database down or slow: batches go to the journal (``storage.journal``); mail keeps flowing.
-  A background task probes the database every ``retry_interval`` seconds and replays the journal
-  when it answers; ``start()`` replays leftovers from a previous run. Inserts are idempotent
-  (unique fingerprint), so a batch that was both committed late and journalled, or a replay
-  interrupted by a crash, is still stored exactly once.
+  A background task retries the database and replays the journal when it answers; ``start()``
+  replays leftovers from a previous run. Inserts are idempotent (unique fingerprint), so a batch
+  that was both committed late and journalled, or a replay interrupted by a crash, is still
+  stored exactly once.
+- Backoff: after a failure the next attempt waits ``retry_interval``, doubled after each further
+  failure up to ``retry_max_interval``, each wait jittered by +-:data:`RETRY_JITTER` so replicas
+  that lost the database together do not hammer it together when it restarts. Nothing else
+  (journal appends, new mail) triggers an attempt in between.
+- Database down at start: ``start(schema_ready=False)`` (the caller could not check the schema)
+  starts journaling at once; the first recovery that reaches the database checks (SQLite: creates
+  or upgrades) the schema before replaying, and an out-of-date schema keeps it journaling with an
+  error naming the fix.
+- Stop: ``stop(drain)`` writes what is queued, then keeps trying to empty the journal into the
+  database for up to ``drain`` seconds; whatever remains is named in one log line (count and
+  path) and stays in the journal for the next process that opens it.
 - Database down AND journal full (``journal_max_bytes``) or unwritable (disk full, I/O error):
   ``submit`` raises :class:`StorageUnavailable`. The relay should then answer the upstream with a
   4xx (e.g. ``451 4.3.0``) so the upstream keeps the bounce and retries: nothing is lost and the
   retry is deduplicated by the fingerprint.
 
 Gauges and counters for the metrics module are plain attributes: ``db_available``,
-``db_errors``, ``stored``, ``journaled``, ``replayed``, ``rejected``, ``purged`` and the
-properties ``journal_backlog`` (incidents waiting) and ``journal_bytes``.
+``db_errors``, ``db_attempts`` (recovery attempts), ``stored``, ``journaled``, ``replayed``,
+``rejected``, ``purged`` and the properties ``journal_backlog`` (incidents waiting) and
+``journal_bytes``.
 """
 
 from __future__ import annotations
@@ -35,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -45,6 +58,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway import metrics
+from storage.db import SchemaOutOfDate, check_schema, describe_error
 from storage.incidents import IncidentRecord
 from storage.journal import Journal, JournalFull, JournalLocked, sibling_journals
 from storage.repository import Repository
@@ -58,6 +72,17 @@ T = TypeVar("T")
 #: How often retention purging runs (when retention_days is set) and its chunk size.
 PURGE_EVERY = 3600.0
 PURGE_CHUNK = 1000
+#: Each wait between recovery attempts is its nominal value times a random factor in 1 +- this.
+RETRY_JITTER = 0.2
+
+
+def retry_delay(failures: int, first: float, cap: float, rng: random.Random | None = None) -> float:
+    """The wait after ``failures`` consecutive failed attempts (1: the first failure).
+
+    ``first * 2**(failures-1)``, capped at ``cap`` (never below ``first``), jittered.
+    """
+    nominal = min(max(cap, first), first * 2.0 ** min(max(failures - 1, 0), 60))
+    return nominal * (1.0 + (rng or random).uniform(-RETRY_JITTER, RETRY_JITTER))
 
 
 class StorageUnavailable(Exception):
@@ -78,6 +103,7 @@ class Recorder:
         batch_interval: float = 0.0,
         db_timeout: float = 5.0,
         retry_interval: float = 5.0,
+        retry_max_interval: float = 60.0,
         retention_days: int | None = None,
     ) -> None:
         self.database_url = database_url
@@ -87,10 +113,14 @@ class Recorder:
         self.batch_interval = batch_interval
         self.db_timeout = db_timeout
         self.retry_interval = retry_interval
+        self.retry_max_interval = retry_max_interval
         self.retention_days = retention_days
         # Counters and gauges read by the metrics module.
         self.db_available = True
         self.db_errors = 0
+        self.db_attempts = 0
+        #: Why the database is unavailable (one line), None while it is available.
+        self.db_reason: str | None = None
         self.stored = 0
         self.journaled = 0
         self.replayed = 0
@@ -109,6 +139,12 @@ class Recorder:
         self._next_purge = 0.0
         # Set when the journal refused a write (full or disk error); cleared when it takes one again.
         self._journal_refused = False
+        # Backoff state: consecutive failed attempts, and when the next attempt may run.
+        self._failures = 0
+        self._retry_at = 0.0
+        # False until the schema was checked against a database that answered.
+        self._schema_ready = True
+        self._schema_problem = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Recorder:
@@ -121,6 +157,7 @@ class Recorder:
             batch_interval=s.batch_interval,
             db_timeout=s.db_timeout,
             retry_interval=s.retry_interval,
+            retry_max_interval=s.retry_max_interval,
             retention_days=s.retention_days,
         )
 
@@ -149,20 +186,39 @@ class Recorder:
 
     # -- life cycle ------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Open the journal and the database; replay a journal left by a previous run."""
+    async def start(self, *, unavailable: str | None = None) -> None:
+        """Open the journal and the database; replay a journal left by a previous run.
+
+        ``unavailable``: the caller found the database down (this says why) and could not check
+        the schema; journal until it answers, then check the schema before the first write.
+        """
         self._journal = await self._io(Journal, self.journal_path, self.journal_max_bytes)
         self._repo = Repository.from_url(self.database_url)
+        self._schema_ready = unavailable is None
+        self.db_reason = unavailable
         if self._journal.backlog:
-            log.info("replaying %d journalled incidents", self._journal.backlog)
-        await self._recover()
+            log.info(
+                "%d incidents in the journal %s from a previous run; writing them to the database",
+                self._journal.backlog,
+                self.journal_path,
+            )
+        if unavailable is None:
+            await self._recover()
+        else:
+            self.db_available = False  # the caller has said so already: no second warning
+            self._db_failed(None)
         self._tasks = [
             asyncio.create_task(self._writer(), name="bouncegw-recorder-writer"),
             asyncio.create_task(self._maintainer(), name="bouncegw-recorder-maintainer"),
         ]
 
-    async def stop(self) -> None:
-        """Write everything already submitted, then stop (the journal keeps what the DB did not take)."""
+    async def stop(self, drain: float = 0.0) -> None:
+        """Write everything already submitted, then stop (the journal keeps what the DB did not take).
+
+        With incidents in the journal, keep trying the database for up to ``drain`` seconds
+        (attempts follow the backoff, the last one is cut short by the deadline); then log how
+        many remain and where.
+        """
         if not self._tasks:
             return
         await self._queue.put(None)
@@ -171,6 +227,7 @@ class Recorder:
         self._kick.set()
         await self._tasks[1]
         self._tasks = []
+        await self._drain(drain)
         self._db_thread.shutdown(wait=False, cancel_futures=True)
         self._io_thread.shutdown(wait=True)
         if self._repo is not None:
@@ -248,7 +305,6 @@ class Recorder:
             self._journal_refused = False
             self.journaled += len(records)
             metrics.STORAGE.labels("journal").inc(len(records))
-            self._kick.set()
         except (JournalFull, OSError) as exc:  # OSError: never let the writer task die of a disk error
             self._journal_refused = True
             self.rejected += len(records)
@@ -257,24 +313,40 @@ class Recorder:
             error = StorageUnavailable(f"database unavailable and {exc}")
         _resolve(batch, error)
 
-    def _db_failed(self, exc: BaseException) -> None:
-        self.db_errors += 1
-        metrics.DB_ERRORS.inc()
-        if self.db_available:
-            log.warning("database write failed, using the journal: %s", str(exc) or type(exc).__name__)
+    def _db_failed(self, exc: BaseException | None) -> None:
+        """Switch to (or stay on) the journal and schedule the next attempt after the backoff."""
+        reason = self.db_reason or "database unavailable"
+        schema = isinstance(exc, SchemaOutOfDate)
+        if exc is not None:
+            self.db_errors += 1
+            metrics.DB_ERRORS.inc()
+            reason = _reason(self.database_url, exc)
+        if self.db_available or schema != self._schema_problem:
+            # Once per outage, and again when it turns from "no answer" into "wrong schema" (the
+            # driver's wording of a refused connection varies from attempt to attempt).
+            log.warning("%s; incidents go to the journal %s meanwhile", reason, self.journal_path)
+        self._schema_problem = schema
+        self.db_reason = reason
         self.db_available = False
-        self._kick.set()
+        self._failures += 1
+        self._retry_at = time.monotonic() + retry_delay(
+            self._failures, self.retry_interval, self.retry_max_interval
+        )
 
     # -- recovery and retention ------------------------------------------------------------------
 
     async def _maintainer(self) -> None:
         while True:
+            # Until the next attempt the backoff allows, else the usual interval (backlog, purge).
+            wait = self.retry_interval
+            if not self.db_available:
+                wait = max(0.0, self._retry_at - time.monotonic())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), self.retry_interval)
+                await asyncio.wait_for(self._kick.wait(), wait)
             self._kick.clear()
             if self._stopping:
                 return
-            if not self.db_available or self.journal_backlog:
+            if (not self.db_available or self.journal_backlog) and time.monotonic() >= self._retry_at:
                 await self._recover()
             if self.retention_days and self.db_available and time.monotonic() >= self._next_purge:
                 await self._purge()
@@ -282,8 +354,13 @@ class Recorder:
     async def _recover(self) -> None:
         """Probe the database; when it answers, replay the journal (idempotently)."""
         assert self._repo is not None and self._journal is not None
+        self.db_attempts += 1
+        metrics.DB_ATTEMPTS.inc()
         try:
             await self._db(self._repo.ping)
+            if not self._schema_ready:
+                await self._db(check_schema, self.database_url)
+                self._schema_ready = True
             while (path := await self._io(self._journal.take)) is not None:
                 records = await self._io(Journal.read, path)
                 for start in range(0, len(records), self.batch_size):
@@ -299,7 +376,37 @@ class Recorder:
         if not self.db_available:
             log.info("database available again; journal replayed")
         self.db_available = True
+        self.db_reason = None
+        self._schema_problem = False
+        self._failures = 0
+        self._retry_at = 0.0
         await self._adopt()
+
+    async def _drain(self, budget: float) -> None:
+        """At stop: try to empty the journal within ``budget`` seconds; say what is left and where."""
+        deadline = time.monotonic() + budget
+        while self.journal_backlog and (remaining := deadline - time.monotonic()) > 0:
+            wait = self._retry_at - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(min(wait, remaining))
+                continue
+            try:
+                await asyncio.wait_for(self._recover(), remaining)
+            except TimeoutError:
+                break
+        left = self.journal_backlog
+        metrics.JOURNAL_BACKLOG.set(left)
+        metrics.JOURNAL_LEFT_AT_STOP.set(left)
+        if left:
+            log.error(
+                "stopping with %d incidents not yet in the database (%s); they stay in the journal "
+                "%s and are written by the next gateway started on it, or by "
+                "`bouncegw db replay-journal %s`",
+                left,
+                self.db_reason or "database unavailable",
+                self.journal_path,
+                self.journal_path,
+            )
 
     async def _adopt(self) -> None:
         """Replay sibling journals that no live process owns (workers of an earlier, larger run)."""
@@ -348,6 +455,14 @@ class Recorder:
 
     async def _io(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._io_thread, fn, *args)
+
+
+def _reason(url: str, exc: BaseException) -> str:
+    if isinstance(exc, SchemaOutOfDate):
+        return str(exc)
+    if isinstance(exc, TimeoutError):
+        return "the database did not answer within storage.db_timeout"
+    return describe_error(url, exc)
 
 
 def _consume(future: ConcurrentFuture[Any]) -> None:

@@ -47,6 +47,7 @@ class IncidentFilter:
     sender: str | None = None  # sender address, or a bare domain for every sender there
     code: str | None = None  # enhanced status code, e.g. 5.7.133
     variant: str | None = None
+    instance: str | None = None  # the gateway instance that recorded it (settings.instance)
     source: str | None = None  # "relay" or "scan" (storage.incidents.SOURCES)
 
     def clauses(self) -> list[ColumnElement[bool]]:
@@ -69,6 +70,8 @@ class IncidentFilter:
             where.append(Incident.status == self.code.strip())
         if self.variant:
             where.append(Incident.variant == self.variant.strip())
+        if self.instance:
+            where.append(Incident.instance == self.instance.strip())
         if self.source:
             where.append(Incident.source == self.source.strip())
         return where
@@ -95,6 +98,7 @@ STAT_KEYS: dict[str, Callable[[], ColumnElement[Any] | InstrumentedAttribute[Any
     "domain": lambda: Incident.recipient_domain,
     "variant": lambda: Incident.variant,
     "sender-domain": lambda: Incident.sender_domain,
+    "instance": lambda: Incident.instance,
 }
 
 

@@ -90,6 +90,9 @@ def gateway_settings(tmp_path: Path, next_hop: str, overrides: dict[str, Any] | 
         "admin": {"http": "127.0.0.1:0"},
     }
     for dotted, value in (overrides or {}).items():
+        if "." not in dotted:  # a top-level setting, e.g. "instance"
+            data[dotted] = value
+            continue
         section, key = dotted.split(".", 1)
         data.setdefault(section, {})[key] = value
     return Settings.model_validate(data)

@@ -49,6 +49,10 @@ async def wait_for_smtp(
         try:
             greeting = await asyncio.wait_for(reader.readline(), max(0.0, deadline - loop.time()))
             writer.write(b"QUIT\r\n")
+        except ConnectionError:
+            # A listener that went away with this connection in its queue (a process starting or
+            # stopping on that port): not ready yet.
+            greeting = b""
         finally:
             writer.close()
         if greeting.startswith(b"220"):
@@ -64,19 +68,21 @@ async def start_serve(
     port: int,
     http: str = "127.0.0.1:0",
     workers: int = 1,
+    database: str | None = None,
     env: Mapping[str, str] | None = None,
     stderr: int | IO[Any] = asyncio.subprocess.PIPE,
     program: Sequence[str] = (sys.executable, "-m", "gateway"),
     **kwargs: Any,
 ) -> asyncio.subprocess.Process:
-    """``bouncegw serve`` as a real process in ``tmp_path`` (SQLite there too), once it listens.
+    """``bouncegw serve`` as a real process in ``tmp_path`` (SQLite there too, unless ``database``),
+    once it listens.
 
     ``program`` is the command that stands for ``bouncegw`` (default: this checkout's package).
     """
     proc = await asyncio.create_subprocess_exec(
         *program, "serve", "--workers", str(workers),
         "--listen", f"127.0.0.1:{port}", "--next-hop", next_hop, "--http", http,
-        "--database", f"sqlite:///{tmp_path / 'gw.sqlite3'}",
+        "--database", database or f"sqlite:///{tmp_path / 'gw.sqlite3'}",
         cwd=tmp_path,
         env={**os.environ, "BOUNCEGW_NEXT_HOP__TLS": "none", **(env or {})},
         stderr=stderr,

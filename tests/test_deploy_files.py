@@ -48,11 +48,13 @@ def load_all(path: Path) -> list[dict[str, Any]]:
 
 
 def manifests() -> dict[str, dict[str, Any]]:
-    """Every Kubernetes object in deploy/kubernetes/, keyed by kind."""
+    """Every Kubernetes object in deploy/kubernetes/, keyed by kind (the first of a kind) and by
+    ``kind/name``."""
     objects: dict[str, dict[str, Any]] = {}
     for path in sorted(KUBERNETES.glob("*.yaml")):
         for doc in load_all(path):
-            objects[doc["kind"]] = doc
+            objects.setdefault(doc["kind"], doc)
+            objects[f"{doc['kind']}/{doc.get('metadata', {}).get('name', '')}"] = doc
     return objects
 
 
@@ -112,6 +114,11 @@ def test_compose_stack_has_every_part_and_its_files() -> None:
     assert services["migrate"]["command"] == ["db", "upgrade"]
     grace = services["bouncegw"]["stop_grace_period"]
     assert grace.endswith("s") and float(grace[:-1]) > GRACE_PERIOD
+    # The journal (the image's BOUNCEGW_STORAGE__JOURNAL_PATH) is on a named volume.
+    dockerfile = (CONTAINER / "Dockerfile").read_text()
+    [journal] = re.findall(r"BOUNCEGW_STORAGE__JOURNAL_PATH=(\S+)", dockerfile)
+    named = {v.split(":")[0]: Path(v.split(":")[1]) for v in services["bouncegw"]["volumes"]}
+    assert any(name in compose["volumes"] and path in Path(journal).parents for name, path in named.items())
     for name, service in services.items():
         build = service.get("build")
         if build:
@@ -151,16 +158,16 @@ def test_kubernetes_manifest_matches_the_kubernetes_schema(path: Path) -> None:
 
 
 def test_kubernetes_validation_catches_a_mistake() -> None:
-    deployment = manifests()["Deployment"]
-    broken = json.loads(json.dumps(deployment))
+    statefulset = manifests()["StatefulSet"]
+    broken = json.loads(json.dumps(statefulset))
     broken["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["pathh"] = "/x"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, kubernetes_validate.utils.latest_version(), strict=True)
 
 
-def test_deployment_probes_resources_and_graceful_termination() -> None:
+def test_statefulset_probes_resources_and_graceful_termination() -> None:
     objects = manifests()
-    spec = objects["Deployment"]["spec"]
+    spec = objects["StatefulSet"]["spec"]
     pod = spec["template"]["spec"]
     [container] = pod["containers"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -179,7 +186,33 @@ def test_deployment_probes_resources_and_graceful_termination() -> None:
     labels = pod_labels = spec["template"]["metadata"]["labels"]
     assert objects["Service"]["spec"]["selector"].items() <= pod_labels.items()
     assert objects["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    assert objects["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == "bouncegw"
+    target = objects["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("StatefulSet", objects["StatefulSet"]["metadata"]["name"])
+
+
+def test_each_replica_journals_on_its_own_persistent_volume() -> None:
+    objects = manifests()
+    spec = objects["StatefulSet"]["spec"]
+    [container] = spec["template"]["spec"]["containers"]
+    journal = Path(objects["ConfigMap"]["data"]["BOUNCEGW_STORAGE__JOURNAL_PATH"])
+    mounts = {m["name"]: Path(m["mountPath"]) for m in container["volumeMounts"]}
+    [holding] = [name for name, path in mounts.items() if path in journal.parents]
+    # The volume holding the journal is a claim template (one PersistentVolume per replica that
+    # comes back with it), not a pod volume such as an emptyDir that dies with the pod.
+    assert holding in {t["metadata"]["name"] for t in spec["volumeClaimTemplates"]}
+    assert holding not in {v["name"] for v in spec["template"]["spec"]["volumes"]}
+    assert spec["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Retain"}
+    # The governing headless Service exists and the ServiceMonitor does not also select it.
+    headless = objects[f"Service/{spec['serviceName']}"]
+    assert headless["spec"]["clusterIP"] == "None"
+    monitor = objects["ServiceMonitor"]["spec"]["selector"]["matchLabels"]
+    assert not monitor.items() <= headless["metadata"]["labels"].items()
+    # The replay Job example mounts such a claim where the gateway keeps its journal.
+    job = objects["Job/bouncegw-journal-replay-3"]["spec"]["template"]["spec"]
+    [replay] = job["containers"]
+    assert replay["args"][:2] == ["db", "replay-journal"] and Path(replay["args"][2]) == journal.parent
+    claim = job["volumes"][0]["persistentVolumeClaim"]["claimName"]
+    assert claim.startswith(f"{holding}-{objects['StatefulSet']['metadata']['name']}-")
 
 
 #: The part of the Prometheus Operator's ServiceMonitor CRD (monitoring.coreos.com/v1) we use.
@@ -299,6 +332,9 @@ def test_systemd_unit_stops_gracefully_and_claims_no_reload() -> None:
     assert "ExecReload" not in settings  # bouncegw has no reload
     assert settings["ExecStart"].split()[1:3] == ["serve", "--config"]
     assert settings["NoNewPrivileges"] == "yes" and settings["ProtectSystem"] == "strict"
+    # The journal (storage.journal_path, relative to the working directory) is kept across
+    # restarts in the state directory.
+    assert settings["WorkingDirectory"] == "/var/lib/" + settings["StateDirectory"]
 
 
 # --- Postfix --------------------------------------------------------------------------------

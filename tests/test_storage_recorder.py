@@ -110,7 +110,10 @@ async def test_journal_survives_a_restart_and_a_repeated_replay(tmp_path: Path) 
 
     second = recorder(url, tmp_path)
     await second.start()  # replays what the previous run left
-    assert second.journal_backlog == 0 and second.replayed == 15
+    # The first run's write that timed out is still waiting for the lock in its thread and may
+    # commit its 15 once the locker is gone, before or during this replay (the idempotent insert
+    # makes that harmless): so "replayed" is not always 15, but the journal is emptied.
+    assert second.journal_backlog == 0 and second.replayed <= 15
     await second.stop()
     assert count(url) == 15
 

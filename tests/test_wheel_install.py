@@ -125,7 +125,7 @@ async def test_installed_serve_relays_explains_and_records(
         proc.terminate()
         _, err = await proc.communicate()
     assert proc.returncode == 0, err.decode(errors="replace")
-    out = hop.messages[0].data
+    out = hop.messages[0].message
     assert out.startswith(b"X-Bouncegw-Explained: ")
     # the explanation block comes from the wheel's templates (en and ja)
     plain = " ".join(" ".join(human_texts(out)["text/plain"]).split())

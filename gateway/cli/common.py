@@ -34,9 +34,39 @@ def database_option(func: F) -> F:
     return click.option("--database", metavar="URL", help="SQLAlchemy database URL.")(func)
 
 
+#: Where ``settings_from`` leaves the database URL for :class:`DatabaseGroup`'s error message.
+_DATABASE_URL = "bouncegw.database_url"
+
+
 def settings_from(config_file: Path | None, flags: Mapping[str, Any] | None = None) -> Settings:
     """Load the settings or exit with the validation message (exit status 2)."""
     try:
-        return load_settings(config_file, flags=flags)
+        settings = load_settings(config_file, flags=flags)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.meta[_DATABASE_URL] = settings.database.url
+    return settings
+
+
+class DatabaseGroup(click.Group):
+    """A command group whose commands use the database: a database error is one line, exit 1.
+
+    The line names the database (password masked) and the driver's reason, and what to check.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            from sqlalchemy.exc import DBAPIError
+
+            if not isinstance(exc, DBAPIError):
+                raise
+            from storage.db import describe_error
+
+            url = str(ctx.meta.get(_DATABASE_URL, ""))
+            raise click.ClickException(
+                f"{describe_error(url, exc)} (check database.url or --database, and that the server runs)"
+            ) from None

@@ -1,4 +1,5 @@
-"""``bouncegw db upgrade | current | purge``: schema migrations and retention."""
+"""``bouncegw db upgrade | current | purge | replay-journal``: schema migrations, retention, and
+writing journals of gateways that no longer run (a scaled-away replica's volume) into the database."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from pathlib import Path
 
 import click
 
-from gateway.cli.common import cli, config_option, database_option, settings_from
+from gateway.cli.common import DatabaseGroup, cli, config_option, database_option, settings_from
 
 
-@cli.group("db")
+@cli.group("db", cls=DatabaseGroup)
 def db() -> None:
     """Database schema and retention."""
 
@@ -91,3 +92,49 @@ def purge(config_file: Path | None, database: str | None, older_than: str | None
     finally:
         repo.close()
     click.echo(f"purged {deleted} incidents recorded before {before.isoformat(timespec='seconds')}")
+
+
+@db.command("replay-journal")
+@config_option
+@database_option
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+def replay_journal(config_file: Path | None, database: str | None, paths: tuple[Path, ...]) -> None:
+    """Write the incidents in journals (files or directories) into the database, exactly once.
+
+    Default: storage.journal_path and its per-worker siblings. A journal that a running gateway
+    holds is left to that gateway (it replays it itself).
+    """
+    from storage.db import SchemaOutOfDate, check_schema
+    from storage.journal import Journal, JournalLocked, journals_in, replay_into, sibling_journals
+    from storage.repository import Repository
+
+    settings = settings_from(config_file, {"database": database})
+    url = settings.database.url
+    own = settings.storage.journal_path
+    targets: list[Path] = [] if paths else [own, *sibling_journals(own)]
+    for path in paths:
+        targets += journals_in(path) if path.is_dir() else [path]
+    try:
+        check_schema(url)
+    except SchemaOutOfDate as exc:
+        raise click.ClickException(str(exc)) from None
+    repo = Repository.from_url(url)
+    busy = 0
+    try:
+        for path in targets:
+            try:
+                journal = Journal(path, settings.storage.journal_max_bytes)
+            except JournalLocked:
+                busy += 1
+                click.echo(f"{path}: in use by a running gateway, which replays it itself", err=True)
+                continue
+            try:
+                waiting = journal.backlog
+                new = replay_into(journal, repo.record, settings.storage.batch_size)
+            finally:
+                journal.close()
+            click.echo(f"{path}: {waiting} journalled incidents, {new} new in the database")
+    finally:
+        repo.close()
+    if busy:
+        sys.exit(1)

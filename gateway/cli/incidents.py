@@ -2,7 +2,7 @@
 
 Filters (``list`` and ``stats``): ``--since/--until`` (a duration back from now such as ``24h`` or
 ``7d``, or an ISO date / date-time), ``--recipient``, ``--domain``, ``--sender`` (address, or a
-domain), ``--code``, ``--variant``, ``--source`` (relay or scan). Output
+domain), ``--code``, ``--variant``, ``--source`` (relay or scan), ``--instance``. Output
 ``--format table|json|csv|ndjson``; the table fits the terminal width, and a long export shows
 progress on stderr when stderr is a terminal.
 
@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import click
 
-from gateway.cli.common import cli, config_option, database_option, settings_from
+from gateway.cli.common import DatabaseGroup, cli, config_option, database_option, settings_from
 from gateway.textsafe import csv_cell, json_text, printable
 from storage.incidents import SOURCES
 
@@ -65,6 +65,7 @@ def filter_options(func: F) -> F:
         click.option("--code", metavar="CODE", help="Enhanced status code, e.g. 5.7.133."),
         click.option("--variant", metavar="NAME", help="Classifier variant."),
         click.option("--source", type=click.Choice(SOURCES), help="Found by the relay or by bouncegw scan."),
+        click.option("--instance", metavar="NAME", help="Gateway instance that recorded it."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -94,6 +95,7 @@ def _filters(kwargs: dict[str, Any]) -> Any:
         code=kwargs.pop("code"),
         variant=kwargs.pop("variant"),
         source=kwargs.pop("source"),
+        instance=kwargs.pop("instance"),
     )
 
 
@@ -180,7 +182,7 @@ def _with_progress(rows: Iterator[dict[str, Any]], total: int) -> Iterator[dict[
             progress.advance(task)
 
 
-@cli.group("incidents")
+@cli.group("incidents", cls=DatabaseGroup)
 def incidents() -> None:
     """Query recorded incidents."""
 
@@ -263,13 +265,13 @@ def show(config_file: Path | None, database: str | None, incident_id: str, fmt: 
 @filter_options
 @click.option(
     "--by",
-    type=click.Choice(("day", "recipient", "domain", "variant", "sender-domain")),
+    type=click.Choice(("day", "recipient", "domain", "variant", "sender-domain", "instance")),
     default="day",
     show_default=True,
 )
 @format_option
 def stats(config_file: Path | None, database: str | None, by: str, fmt: str, **kwargs: Any) -> None:
-    """Counts with first and last seen, per day, recipient, domain, variant or sender domain."""
+    """Counts with first and last seen, per day, recipient, domain, variant, sender domain or instance."""
     filters = _filters(kwargs)
     repo = open_repository(config_file, database)
     try:
