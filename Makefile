@@ -1,10 +1,12 @@
 # bouncegw: `make run` starts a gateway on embedded defaults, `make test` runs the whole suite.
-# Both create .venv and install pinned dependencies on first use.
+# Both create .venv and install pinned dependencies on first use: `make run` only what the
+# gateway needs (with pip's progress), `make test` the development tools too.
 
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+RUNTIME_STAMP := $(VENV)/.installed-runtime
 
 .PHONY: run test lint bench clean
 
@@ -15,10 +17,17 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -c 'import logging; logging.disable(logging.WARNING); import flanker.addresslib.address'
 	touch $@
 
+$(RUNTIME_STAMP): pyproject.toml constraints.txt
+	@echo "Installing bouncegw's runtime dependencies into $(VENV) (a minute or two the first time)..."
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check --progress-bar on -c constraints.txt -e .
+	touch $@
+
 # Listener 127.0.0.1:10025, admin HTTP 127.0.0.1:8025, SQLite in var/, delivered mail in var/outbox/new/.
-run: $(STAMP)
+# One worker for a local trial; in production `--workers` defaults to the number of CPUs.
+run: $(RUNTIME_STAMP)
 	mkdir -p var
-	$(BIN)/bouncegw serve --next-hop maildir:var/outbox --database sqlite:///var/bouncegw.sqlite3 --log-format text
+	$(BIN)/bouncegw serve --workers 1 --next-hop maildir:var/outbox --database sqlite:///var/bouncegw.sqlite3 --log-format text
 
 test: $(STAMP)
 	$(BIN)/pytest

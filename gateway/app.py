@@ -27,6 +27,7 @@ from gateway.maildir import MaildirNextHop
 from gateway.pipeline import Pipeline, Step
 from gateway.relay import NextHop, SmtpNextHop
 from gateway.server import Gateway
+from gateway.startup import FatalError, describe
 from gateway.steps import Detect, Explain, Record, StepCounters
 from storage.db import check_schema_unless_down
 from storage.recorder import Recorder
@@ -180,7 +181,10 @@ class App:
 async def run(
     settings: Settings, *, smtp_socket: socket.socket | None = None, http_socket: socket.socket | None = None
 ) -> None:
-    """Serve until SIGTERM or SIGINT, then stop gracefully (sockets: pre-bound, for workers)."""
+    """Serve until SIGTERM or SIGINT, then stop gracefully (sockets: from gateway.startup.bind).
+
+    A failure to start raises :class:`~gateway.startup.FatalError` with one line for the operator.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # Before anything listens: a SIGTERM during start-up still means a graceful stop.
@@ -188,8 +192,17 @@ async def run(
         loop.add_signal_handler(sig, stop.set)
     # A worker process starts with these blocked (gateway.workers): deliver any pending one now.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
-    app = App(settings)
-    await app.start(smtp_socket, http_socket)
+    app: App | None = None
+    try:
+        app = App(settings)
+        await app.start(smtp_socket, http_socket)
+    except Exception as exc:
+        # A start that fails now fails again on a retry: one line for the operator (the cause
+        # stays attached for debug logging), after releasing what was already started.
+        if app is not None:
+            with contextlib.suppress(Exception):
+                await app.stop()
+        raise FatalError(describe(exc)) from exc
     await stop.wait()
     log.info("stopping: waiting up to %.0fs for transactions in flight", settings.listener.grace_period)
     await app.stop()

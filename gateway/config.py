@@ -38,8 +38,20 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message names the key and its source."""
 
 
+#: A host name (RFC 1123 section 2.1: letters, digits, hyphens, dot-separated labels) or an IPv4
+#: address; IPv6 addresses come in brackets and are checked by ``ipaddress``.
+_HOST_RE = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?"
+)
+
+
 def parse_host_port(value: str) -> tuple[str, int]:
-    """Split ``HOST:PORT`` (``[v6]:PORT`` for IPv6) and check the port."""
+    """Split ``HOST:PORT`` (``[v6]:PORT`` for IPv6) and check both parts."""
+    if "://" in value:
+        # A URL scheme would otherwise pass as part of the host and fail only when connecting.
+        raise ValueError(
+            f"expected HOST:PORT without a scheme, got {value!r} (write {value.split('://', 1)[1]!r})"
+        )
     host, sep, port_text = value.rpartition(":")
     if not sep or not host or not port_text.isdigit():
         raise ValueError(f"expected HOST:PORT, got {value!r}")
@@ -48,6 +60,12 @@ def parse_host_port(value: str) -> tuple[str, int]:
         raise ValueError(f"port out of range in {value!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"not an IPv6 address in brackets: {value!r}") from None
+    elif not _HOST_RE.fullmatch(host):
+        raise ValueError(f"expected HOST:PORT, got {value!r} ({host!r} is not a host name or address)")
     return host, port
 
 
@@ -134,7 +152,7 @@ class ListenerSettings(_Section):
     auth_users: dict[str, SecretStr] = {}
     #: Refuse MAIL from clients that have not authenticated.
     require_auth: bool = False
-    #: Worker processes serving the port (SO_REUSEPORT); defaults to the number of CPUs.
+    #: Worker processes serving the port (forked after it is bound); defaults to the number of CPUs.
     workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
     #: SIGTERM: how long transactions in flight may take to finish.
     grace_period: float = Field(default=30.0, ge=0)
@@ -253,8 +271,35 @@ class RelaySettings(_Section):
     max_passes: int = Field(default=3, ge=1, le=100)
 
 
+#: Database URL schemes bouncegw accepts as written, and the ones it rewrites: ``postgres://`` is
+#: what Heroku, libpq tools and many hosted services hand out, but SQLAlchemy only knows the
+#: dialect as ``postgresql``; a bare ``postgresql://`` would pick psycopg2, which is not installed.
+DATABASE_SCHEMES: Mapping[str, str] = {
+    "sqlite": "sqlite",
+    "sqlite+pysqlite": "sqlite+pysqlite",
+    "postgresql+psycopg": "postgresql+psycopg",
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "postgres+psycopg": "postgresql+psycopg",
+}
+SUPPORTED_DATABASES = "sqlite:///PATH or postgresql://USER@HOST/DATABASE"
+
+
 class DatabaseSettings(_Section):
     url: str = "sqlite:///var/bouncegw.sqlite3"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        scheme, sep, rest = value.partition("://")
+        if not sep:
+            raise ValueError(f"not a database URL; expected {SUPPORTED_DATABASES}")
+        normalised = DATABASE_SCHEMES.get(scheme.lower())
+        if normalised is None:
+            raise ValueError(
+                f"unsupported database dialect or driver {scheme!r}; bouncegw supports {SUPPORTED_DATABASES}"
+            )
+        return f"{normalised}://{rest}"
 
 
 class StorageSettings(_Section):
@@ -555,6 +600,8 @@ def _describe(exc: ValidationError, sources: Mapping[str, str], config_file: Pat
         elif error["type"] == "value_error":
             message = message.removeprefix("Value error, ")
         lines.append(f"{key or 'configuration'}: {message} (from {origin})")
+    if len(lines) == 1:  # the usual case: one line an operator can act on
+        return f"invalid configuration: {lines[0]}"
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 

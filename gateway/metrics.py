@@ -228,6 +228,17 @@ def _initialise() -> None:
             metric.labels(value)
     for category, variant in FAMILY_KINDS:
         FAMILY.labels(category, variant)
+    process_started()
+
+
+def process_started() -> None:
+    """Set ``bouncegw_build_info`` to 1 for this process.
+
+    At import, and again in each forked worker: in multiprocess mode a value lives in a file
+    per process, and a forked child starts from an empty file of its own (the supervisor's file,
+    written before the directory was emptied, is gone), so without this every worker's build
+    info, and their merged maximum, would read 0.
+    """
     try:
         version = metadata.version("bouncegw")
     except metadata.PackageNotFoundError:  # running from a source tree that is not installed

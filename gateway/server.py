@@ -513,7 +513,7 @@ class Gateway:
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self, sock: socket.socket | None = None) -> None:
         loop = asyncio.get_running_loop()
-        if sock is not None:  # a worker's: bound, listening from here on
+        if sock is not None:  # bound and listening already (gateway.startup.bind)
             self.server = await loop.create_server(self._protocol, sock=sock, backlog=LISTEN_BACKLOG)
         else:
             host, port = parse_host_port(self.settings.listen)

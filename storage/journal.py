@@ -68,7 +68,7 @@ class Journal:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        self._lock_fd = os.open(lock_path(self.path), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -220,3 +220,23 @@ def sibling_journals(path: Path) -> list[Path]:
     if not path.parent.is_dir():
         return []
     return sorted(p for p in path.parent.iterdir() if p != path and pattern.fullmatch(p.name))
+
+
+def lock_path(path: Path) -> Path:
+    """The file whose ``flock`` says which process owns the journal at ``path``."""
+    return path.with_name(path.name + ".lock")
+
+
+def in_use(path: Path) -> bool:
+    """Whether a live process owns the journal at ``path`` (checked by taking its lock and letting go)."""
+    try:
+        fd = os.open(lock_path(path), os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing the descriptor also releases a lock taken here
+    return False

@@ -90,3 +90,25 @@ async def start_serve(
     )  # fmt: skip
     await wait_for_smtp(port, proc)
     return proc
+
+
+async def run_bouncegw(
+    *args: str, cwd: Path, env: Mapping[str, str] | None = None, limit: float = 120.0, **kwargs: Any
+) -> tuple[int, str, str]:
+    """Run ``bouncegw ARGS`` to its end: (exit status, stdout, stderr). The limit only stops a hang."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", *args,
+        cwd=cwd,
+        env={**os.environ, "BOUNCEGW_NEXT_HOP__TLS": "none", **(env or {})},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        **kwargs,
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), limit)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

@@ -81,7 +81,7 @@ def records_for(
     for i in range(n):
         rcpts = tuple(f"group{i % 7}-{j}@contoso{i % 3}.example" for j in range(recipients_per_bounce))
         report = family_report(
-            rcpts, message_id=f"<bounce-{tag}{i}@mx.example>", variant=("group", "user")[i % 2]
+            rcpts, message_id=f"<bounce-{tag}{i}@mx.example>", variant=("group", "mailbox")[i % 2]
         )
         ctx = context(received_at=start + i * step, rcpt=f"sender{i % 4}@fabrikam{i % 2}.example")
         out += build_incidents(

@@ -113,7 +113,7 @@ async def test_stats(api: httpx.AsyncClient) -> None:
         ],
     }
     variants = (await api.get("/api/v1/stats", params={"by": "variant"})).json()["rows"]
-    assert {r["key"]: r["count"] for r in variants} == {"group": 13, "user": 12}
+    assert {r["key"]: r["count"] for r in variants} == {"group": 13, "mailbox": 12}
 
 
 @pytest.mark.parametrize(

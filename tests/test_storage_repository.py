@@ -113,7 +113,7 @@ def test_filters(repo: Repository) -> None:
     assert ids(sender="fabrikam0.example") == {
         r.id for r in records if r.sender_domain == "fabrikam0.example"
     }
-    assert ids(variant="user") == {r.id for r in records if r.variant == "user"}
+    assert ids(variant="mailbox") == {r.id for r in records if r.variant == "mailbox"}
     assert ids(code="5.7.133") == {r.id for r in records}
     assert ids(code="5.7.12") == set()
 
@@ -142,7 +142,7 @@ def test_stats(repo: Repository) -> None:
     assert [(d.key, d.count) for d in days] == [("2025-05-01", 2), ("2025-05-02", 4)]
     assert days[0].first_seen == start and days[1].last_seen == start + timedelta(hours=5)
     variants = {s.key: s.count for s in repo.stats("variant", IncidentFilter())}
-    assert variants == {"group": 3, "user": 3}
+    assert variants == {"group": 3, "mailbox": 3}
     by_sender = repo.stats("sender-domain", IncidentFilter(since=start + timedelta(hours=2)))
     assert sum(s.count for s in by_sender) == 4
     assert {s.key for s in repo.stats("domain", IncidentFilter())} == {

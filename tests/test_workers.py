@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import signal
 import smtplib
 import socket
+import sys
 from pathlib import Path
 
 import httpx
 
-from gateway.workers import reuseport_socket
+from gateway.startup import listening_socket
+from gateway.workers import MAX_CRASHES
 from tests.positives import POSITIVES
 from tests.processes import free_port, start_serve, wait_until
 from tests.recording_server import RecordingServer
@@ -65,12 +68,19 @@ async def test_two_workers_share_the_port_and_the_metrics(hop: RecordingServer, 
         family = POSITIVES[0].data
         for index in range(20):
             await asyncio.to_thread(send, port, family if index % 4 == 0 else MESSAGE)
-        assert len(hop.messages) == 20
-        # each worker keeps its own pool, so two workers mean at least two next-hop connections
+        # The workers accept from one socket, whichever is idle first: until both have relayed
+        # (each keeps its own next-hop pool, so two relaying workers mean two connections), send
+        # concurrent batches. Bounded; the kernel wakes every waiting worker for a connection.
+        while hop.connections < 2 and len(hop.messages) < 400:
+            await asyncio.gather(*(asyncio.to_thread(send, port, MESSAGE) for _ in range(10)))
         assert hop.connections >= 2
+        sent = len(hop.messages)
         text = await asyncio.to_thread(lambda: httpx.get(f"http://127.0.0.1:{http}/metrics", timeout=10).text)
-        assert metric(text, 'bouncegw_messages_total{outcome="relayed"}') == 20  # summed over workers
+        assert metric(text, 'bouncegw_messages_total{outcome="relayed"}') == sent  # summed over workers
         assert metric(text, "bouncegw_incidents_recorded_total") == 5
+        # The same for every worker, so the merge (max) says 1, as with one process.
+        build = re.search(r"^bouncegw_build_info\{[^}]*\} ([0-9.e+]+)$", text, re.MULTILINE)
+        assert build and float(build.group(1)) == 1
         journals = sorted(p.name for p in (tmp_path / "var" / "journal").iterdir() if p.suffix == ".lock")
         assert journals == ["incidents.w0.jsonl.lock", "incidents.w1.jsonl.lock"]  # one journal each
     finally:
@@ -107,9 +117,76 @@ async def test_a_killed_worker_is_replaced(hop: RecordingServer, tmp_path: Path)
         await asyncio.wait_for(proc.wait(), 30)
 
 
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:  # the process has just ended and been reaped
+        return []
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by its new parent) no longer serves anything.
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def test_workers_die_with_a_killed_supervisor(hop: RecordingServer, tmp_path: Path) -> None:
+    proc, port, _ = await start_workers(hop, tmp_path)
+    workers = children(proc.pid)
+    assert len(workers) == 2
+    proc.kill()  # SIGKILL: the supervisor cannot pass anything on
+    await proc.wait()
+    await wait_until(lambda: not any(alive(pid) for pid in workers), "the orphaned workers to exit")
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        pass
+    else:
+        raise AssertionError("something still accepts on the port of the killed gateway")
+    # A restarted gateway on the same port and journals serves, and nothing else answers there.
+    again = await start_serve(tmp_path, hop.address, port=port, workers=2)
+    try:
+        await asyncio.to_thread(send, port, MESSAGE)
+        assert len(hop.messages) == 1
+    finally:
+        again.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(again.communicate(), 30)
+    assert again.returncode == 0, err.decode()[-2000:]
+
+
+async def test_a_crash_loop_ends_the_supervisor_with_one_line(hop: RecordingServer, tmp_path: Path) -> None:
+    proc, _, _ = await start_workers(hop, tmp_path)
+    killed = 0
+    try:
+        while proc.returncode is None:  # bounded by MAX_CRASHES and the backoff
+            for pid in children(proc.pid) if proc.returncode is None else []:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                    killed += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 0.05)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 1
+    text = (tmp_path / "gw.log").read_text()
+    assert "Traceback" not in text
+    assert text.splitlines()[-1].startswith("Error: worker ")
+    assert f"crashed {MAX_CRASHES + 1} times in a row" in text.splitlines()[-1]
+    restarts = [line for line in log_lines(tmp_path) if "restarting it in" in str(line["msg"])]
+    # Each worker is restarted at most MAX_CRASHES times, with a growing pause.
+    assert MAX_CRASHES <= len(restarts) <= 2 * MAX_CRASHES, killed
+    pauses = [float(str(line["msg"]).rsplit(" ", 1)[1].rstrip("s")) for line in restarts]
+    assert max(pauses) > min(pauses)
+
+
 async def test_worker_sockets_get_tcp_nodelay() -> None:
     """Accepted connections must have TCP_NODELAY, or every reply waits ~40 ms for Nagle/delayed ACK."""
-    sock = reuseport_socket("127.0.0.1:0", listen=True)
+    sock = listening_socket("127.0.0.1:0", "listener.listen")
     accepted: list[asyncio.BaseTransport] = []
 
     class Grab(asyncio.Protocol):
@@ -128,3 +205,43 @@ async def test_worker_sockets_get_tcp_nodelay() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+#: A supervisor without the start-up checks of ``serve``, so that its workers meet the problem.
+SUPERVISOR_ONLY = """
+import sys
+from gateway import workers
+workers.use_multiprocess_metrics()
+from gateway.config import load_settings
+from gateway.logs import setup_logging
+from gateway.startup import FatalError, bind
+settings = load_settings(None)
+setup_logging("INFO", "json")
+try:
+    workers.supervise(settings, 2, bind(settings))
+except FatalError as exc:
+    print(exc)
+    sys.exit(3)
+"""
+
+
+async def test_a_worker_that_cannot_start_stops_the_supervisor(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    env = {
+        **os.environ,
+        "BOUNCEGW_LISTENER__LISTEN": f"127.0.0.1:{free_port()}",
+        "BOUNCEGW_ADMIN__HTTP": "127.0.0.1:0",
+        "BOUNCEGW_NEXT_HOP__ADDRESS": "maildir:outbox",
+        "BOUNCEGW_DATABASE__URL": f"sqlite:///{tmp_path / 'gw.sqlite3'}",
+        # The journal's directory cannot be created: every worker fails in its start.
+        "BOUNCEGW_STORAGE__JOURNAL_PATH": str(tmp_path / "afile" / "journal" / "incidents.jsonl"),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SUPERVISOR_ONLY, cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 3, err.decode()[-2000:]
+    line = out.decode().strip()
+    assert "\n" not in line and "afile" in line and "not a directory" in line
+    assert b"restarting" not in err and b"Traceback" not in err  # given up at once, not retried

@@ -2,9 +2,15 @@
 
 Filters (``list`` and ``stats``): ``--since/--until`` (a duration back from now such as ``24h`` or
 ``7d``, or an ISO date / date-time), ``--recipient``, ``--domain``, ``--sender`` (address, or a
-domain), ``--code``, ``--variant``, ``--source`` (relay or scan), ``--instance``. Output
-``--format table|json|csv|ndjson``; the table fits the terminal width, and a long export shows
-progress on stderr when stderr is a terminal.
+domain), ``--code`` (an enhanced status code), ``--variant`` (from the family table in
+``gateway.codes``), ``--source`` (relay or scan), ``--instance``. Output
+``--format table|json|csv|ndjson|tsv``; on a terminal the table fits its width, anywhere else (a
+pipe, a file) nothing is cut, so ``grep`` finds whole values; a long export shows progress on
+stderr when stderr is a terminal.
+
+These commands only read: they never create a database. They find the one ``serve`` uses from
+the same configuration (``--config``/``BOUNCEGW_CONFIG``, ``BOUNCEGW_DATABASE__URL``,
+``--database``) and say so when it does not exist.
 
 Stored values come from bounces (attacker-controlled): every one is printed through
 ``gateway.textsafe`` (control characters and escape sequences escaped, CSV formulas defused,
@@ -15,6 +21,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
@@ -29,7 +37,7 @@ from storage.incidents import SOURCES
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-FORMATS = ("table", "json", "csv", "ndjson")
+FORMATS = ("table", "json", "csv", "ndjson", "tsv")
 #: Table columns for ``list``: (heading, record field, minimum width).
 LIST_COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("id", "id", 26),
@@ -53,7 +61,21 @@ def _time(text: str | None, name: str) -> datetime | None:
         raise click.BadParameter(str(exc), param_hint=name) from None
 
 
+#: An enhanced status code (RFC 3463 section 2): class.subject.detail.
+_STATUS_CODE = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")
+
+
+def _status_code(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not _STATUS_CODE.fullmatch(value.strip()):
+        raise click.BadParameter(f"{value!r} is not an enhanced status code such as 5.7.133 (RFC 3463)")
+    return value.strip() if value is not None else None
+
+
 def filter_options(func: F) -> F:
+    from gateway.codes import FAMILY
+
+    # Every variant the family table can give a recipient, and nothing else.
+    variants = sorted({variant for _, variant in FAMILY.kinds})
     options = [
         click.option(
             "--since", metavar="WHEN", help="Duration back from now (24h, 7d) or date (2025-05-01)."
@@ -62,8 +84,10 @@ def filter_options(func: F) -> F:
         click.option("--recipient", metavar="ADDR", help="Failed recipient address."),
         click.option("--domain", metavar="DOMAIN", help="Failed recipient's domain."),
         click.option("--sender", metavar="ADDR|DOMAIN", help="Sender address, or every sender of a domain."),
-        click.option("--code", metavar="CODE", help="Enhanced status code, e.g. 5.7.133."),
-        click.option("--variant", metavar="NAME", help="Classifier variant."),
+        click.option(
+            "--code", metavar="CODE", callback=_status_code, help="Enhanced status code, e.g. 5.7.133."
+        ),
+        click.option("--variant", type=click.Choice(variants), help="Classifier variant."),
         click.option("--source", type=click.Choice(SOURCES), help="Found by the relay or by bouncegw scan."),
         click.option("--instance", metavar="NAME", help="Gateway instance that recorded it."),
     ]
@@ -100,13 +124,27 @@ def _filters(kwargs: dict[str, Any]) -> Any:
 
 
 def open_repository(config_file: Path | None, database: str | None) -> Any:
-    """The repository for the configured database, after the schema check ``serve`` also does."""
-    from storage.db import SchemaOutOfDate, check_schema
+    """The repository for the configured database, after the schema check ``serve`` also does.
+
+    Read-only: an SQLite file that does not exist is an error, not a new empty database (which
+    would answer "no incidents" for the wrong place), and its schema is never upgraded here.
+    """
+    from sqlalchemy.engine import make_url
+
+    from storage.db import SchemaOutOfDate, check_schema, is_sqlite
     from storage.repository import Repository
 
     url = settings_from(config_file, {"database": database}).database.url
+    if is_sqlite(url):
+        path = make_url(url).database
+        if path and path != ":memory:" and not path.startswith("file:") and not Path(path).is_file():
+            raise click.ClickException(
+                f"no incident database at {Path(path).absolute()} (database.url = {url!r}); "
+                "run this where `bouncegw serve` runs, or give it the same configuration "
+                "(--config, BOUNCEGW_DATABASE__URL or --database)"
+            )
     try:
-        check_schema(url)
+        check_schema(url, auto_upgrade_sqlite=False)
     except SchemaOutOfDate as exc:
         raise click.ClickException(str(exc)) from None
     return Repository.from_url(url)
@@ -116,10 +154,24 @@ def _plain(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
+def _tsv(value: Any) -> str:
+    """A TSV field: no tab or line break inside, backslash-escaped as PostgreSQL's text format does,
+    and any other unsafe character escaped by ``printable`` (a bounce's value never drives a terminal)."""
+    if value is None:
+        return ""
+    text = str(_plain(value))
+    text = text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return printable(text)
+
+
 def _emit(fmt: str, fields: list[str], rows: Iterable[dict[str, Any]]) -> None:
-    """json / csv / ndjson writers shared by every command (streamed, row by row)."""
+    """json / csv / ndjson / tsv writers shared by every command (streamed, row by row)."""
     out = sys.stdout
-    if fmt == "csv":
+    if fmt == "tsv":
+        out.write("\t".join(fields) + "\n")
+        for row in rows:
+            out.write("\t".join(_tsv(row.get(f)) for f in fields) + "\n")
+    elif fmt == "csv":
         writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for row in rows:
@@ -153,6 +205,11 @@ def _fit(headings: list[int], rows: list[tuple[str, ...]], total: int) -> list[i
     return widths
 
 
+def _fits_width() -> bool:
+    """Fit tables to a width only on a terminal (or when $COLUMNS asks): a pipe gets whole values."""
+    return sys.stdout.isatty() or "COLUMNS" in os.environ
+
+
 def _cell(value: str) -> Any:
     """A table cell: escaped text, never parsed as rich markup."""
     from rich.text import Text
@@ -163,8 +220,11 @@ def _cell(value: str) -> Any:
 def _console() -> Any:
     from rich.console import Console
 
-    # Width: the terminal, or $COLUMNS, else 80; columns shrink (ellipsis) to fit it.
-    return Console(highlight=False, soft_wrap=False)
+    if _fits_width():
+        # Width: the terminal, or $COLUMNS; columns shrink (ellipsis) to fit it.
+        return Console(highlight=False, soft_wrap=False)
+    # Piped or redirected: wide enough that rich never cuts or folds a value.
+    return Console(highlight=False, soft_wrap=False, width=1_000_000, no_color=True)
 
 
 def _with_progress(rows: Iterator[dict[str, Any]], total: int) -> Iterator[dict[str, Any]]:
@@ -217,7 +277,8 @@ def list_incidents(
                 for r in records
             ]
             console = _console()
-            widths = _fit([len(h) for h, _, _ in LIST_COLUMNS], rows, console.width)
+            headings = [len(h) for h, _, _ in LIST_COLUMNS]
+            widths = _fit(headings, rows, console.width if _fits_width() else sys.maxsize)
             table = Table(box=None, header_style="bold", pad_edge=False, collapse_padding=True)
             for (heading, _, _), width in zip(LIST_COLUMNS, widths, strict=True):
                 table.add_column(heading, width=width, no_wrap=True, overflow="ellipsis")

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from gateway.cli.common import cli, config_option, settings_from
-from gateway.config import startup_warnings
+from gateway.config import Settings, startup_warnings
 
 
 @cli.command()
@@ -53,15 +53,46 @@ def serve(
     from gateway.memory import return_large_blocks
 
     return_large_blocks()  # inherited by forked workers
-    try:
-        if settings.listener.workers == 1:
-            from gateway.app import run
+    sys.exit(_serve(settings))
 
-            asyncio.run(run(settings))
-            return
+
+def _serve(settings: Settings) -> int:
+    """Bind, check, then run one process or a supervisor; an exit status or one line of error."""
+    from gateway import startup
+
+    log = logging.getLogger("gateway.serve")
+    debug = log.isEnabledFor(logging.DEBUG)
+    workers = settings.listener.workers
+    if workers > 1:
         from gateway import workers as supervisor
 
         supervisor.use_multiprocess_metrics()  # before anything imports gateway.metrics
-        sys.exit(supervisor.supervise(settings, settings.listener.workers))
-    except OSError as exc:
-        raise click.ClickException(f"cannot start: {exc.strerror or exc}") from None
+    try:
+        # The addresses first: a second gateway (a second `make run`) stops here, on its
+        # address, before it touches the journal or the database the first one owns.
+        sockets = startup.bind(settings)
+        try:
+            startup.preflight(settings)
+            if workers > 1:
+                return supervisor.supervise(settings, workers, sockets)
+            from gateway.app import run
+
+            bound = settings.model_copy(
+                update={
+                    "listener": settings.listener.model_copy(update={"listen": sockets.listen}),
+                    "admin": settings.admin.model_copy(update={"http": sockets.admin}),
+                }
+            )
+            asyncio.run(run(bound, smtp_socket=sockets.smtp, http_socket=sockets.http))
+            return 0
+        finally:
+            sockets.close()
+    except startup.FatalError as exc:
+        if debug:
+            log.debug("fatal", exc_info=exc.__cause__ or exc)
+        raise click.ClickException(str(exc)) from None
+    except Exception as exc:
+        # Start-up checks and the supervisor itself: still one line, the traceback only in debug.
+        if debug:
+            log.debug("fatal", exc_info=exc)
+        raise click.ClickException(startup.describe(exc)) from None

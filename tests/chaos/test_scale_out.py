@@ -180,6 +180,7 @@ async def test_two_gateways_one_database_outage_kill_and_pod_deletion(
         sent += batch
         outcomes += await both(b, a, batch)
         orphans = await b.kill_supervisor()
+        assert orphans == 0, f"{orphans} workers outlived their SIGKILLed supervisor by 5 s"
         await b.start()  # the database is still down: it starts anyway and journals
         batch = [mix.family() for _ in range(8)]
         sent += batch
