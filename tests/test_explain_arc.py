@@ -7,7 +7,6 @@ result and verify with dkimpy's ``arc_verify``.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,14 +14,13 @@ from typing import Any
 import aiosmtplib
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
 from gateway.config import ExplainSettings
 from gateway.explain import arc
 from tests.conftest import GatewayFactory
+from tests.dkim_keys import make_key
 from tests.dns_stub import DnsStub
 from tests.positives import POSITIVES
 from tests.recording_server import RecordingServer
@@ -33,26 +31,10 @@ SEALER = ("arc2026", "bouncegw.test")  # bouncegw's ARC key
 RELAY = ("relay1", "relay.example")  # an intermediary that sealed before us
 
 
-def _key(directory: Path, name: str) -> tuple[Path, bytes]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    path = directory / f"{name}.pem"
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return path, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
-
-
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], tuple[Path, bytes]]:
     directory = tmp_path_factory.mktemp("arc-keys")
-    return {pair: _key(directory, pair[0]) for pair in (TENANT, SEALER, RELAY)}
+    return {pair: make_key(directory / f"{pair[0]}.pem") for pair in (TENANT, SEALER, RELAY)}
 
 
 @pytest.fixture

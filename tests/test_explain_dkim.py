@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import base64
 from datetime import UTC, datetime
 from pathlib import Path
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.config import ExplainSettings
 from gateway.explain import ExplainError, annotate
+from tests.dkim_keys import make_key
 from tests.explain_checks import parse
 from tests.explain_samples import make, recipient
 
@@ -22,20 +20,7 @@ SELECTOR, DOMAIN = "bgw2025", "example.onmicrosoft.com"
 
 @pytest.fixture(scope="module")
 def key_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    path = tmp_path_factory.mktemp("dkim") / "private.pem"
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
-    return path, record
+    return make_key(tmp_path_factory.mktemp("dkim") / "private.pem")
 
 
 def _dns(record: bytes):  # type: ignore[no-untyped-def]
