@@ -21,6 +21,7 @@ $(RUNTIME_STAMP): pyproject.toml constraints.txt
 	@echo "Installing bouncegw's runtime dependencies into $(VENV) (a minute or two the first time)..."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check --progress-bar on -c constraints.txt -e .
+	$(BIN)/python -c 'import logging; logging.disable(logging.WARNING); import flanker.addresslib.address'
 	touch $@
 
 # Listener 127.0.0.1:10025, admin HTTP 127.0.0.1:8025, SQLite in var/, delivered mail in var/outbox/new/.
