@@ -216,19 +216,22 @@ def examine(message: Message, *, instance: str, store_subjects: bool) -> Examine
         return Examined(message.location, False, problem=f"not parseable: {type(exc).__name__}")
     if not report.family:
         return Examined(message.location, report.is_bounce)
-    ctx, date = _context(wire, message.location)
-    digest = bounce_digest(wire)
-    records = build_incidents(
-        report,
-        ctx,
-        # The ids the relay gives the same bounce: a mailbox copy names the same incident.
-        ids=stable_ids(report, digest),
-        annotated=report.already_explained,
-        relay_outcome="delivered",
-        instance=instance,
-        store_subjects=store_subjects,
-        bounce_digest=digest,
-    )
+    try:
+        ctx, date = _context(wire, message.location)
+        digest = bounce_digest(wire)
+        records = build_incidents(
+            report,
+            ctx,
+            # The ids the relay gives the same bounce: a mailbox copy names the same incident.
+            ids=stable_ids(report, digest),
+            annotated=report.already_explained,
+            relay_outcome="delivered",
+            instance=instance,
+            store_subjects=store_subjects,
+            bounce_digest=digest,
+        )
+    except Exception as exc:  # whatever one message holds, the scan goes on (and says where)
+        return Examined(message.location, True, problem=f"cannot record: {type(exc).__name__}")
     records = [dataclasses.replace(r, source=SOURCE_SCAN) for r in records]
     return Examined(
         message.location, True, tuple(records), explained_by_relay=report.already_explained, date=date
@@ -268,9 +271,10 @@ def _date(value: str | None) -> datetime | None:
         return None
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        # "31 Dec 9999 23:59:59 -0100" parses, then overflows in UTC.
+        return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def _examine_batch(batch: list[Message], instance: str, store_subjects: bool) -> list[Examined]:

@@ -271,3 +271,18 @@ def test_ctrl_c_keeps_what_was_recorded(tmp_path: Path) -> None:
     assert "interrupted after" in out and "Traceback" not in err
     recorded = int(out.split("recorded: ", 1)[1].split(" new", 1)[0])
     assert recorded == len(rows(db)) and recorded < 100 * len(POSITIVES)
+
+
+def test_a_date_out_of_range_does_not_stop_the_scan(tmp_path: Path) -> None:
+    data = POSITIVES[0].data
+    start = data.index(b"\r\nDate: ") + 2
+    end = data.index(b"\r\n", start)
+    # Parses as a date, then overflows in UTC.
+    (tmp_path / "a.eml").write_bytes(data[:start] + b"Date: 31 Dec 9999 23:59:59 -0100" + data[end:])
+    (tmp_path / "b.eml").write_bytes(POSITIVES[1].data)
+    result = run_scan("--format", "jsonl", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert sorted(row["location"].rsplit("/", 1)[1] for row in rows) == ["a.eml", "b.eml"]
+    assert next(row["date"] for row in rows if row["location"].endswith("a.eml")) is None
