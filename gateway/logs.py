@@ -2,6 +2,11 @@
 
 Transaction lines come from the ``bouncegw.transaction`` logger with their
 fields in ``extra``; the formatters put those fields into the output.
+
+Log lines carry values a client or a bounce chose (HELO, addresses, a decoded Message-ID), and an
+operator reads them in a terminal: both formatters write them through ``gateway.textsafe``, so an
+escape sequence, a bidi override or a line break in a value is shown, never obeyed, and one record
+is one line (a traceback keeps its own line breaks, each line escaped).
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 from typing import Any
+
+from gateway.textsafe import json_text, printable
 
 # Attributes every LogRecord has; anything else on a record came from ``extra``.
 # uvicorn adds "color_message" (its message with terminal colour codes): not for log files.
@@ -37,7 +44,8 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        # json.dumps escapes the C0 controls; json_text also C1, DEL and format characters.
+        return json_text(json.dumps(entry, ensure_ascii=False, default=str))
 
 
 class TextFormatter(logging.Formatter):
@@ -45,10 +53,15 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record, self.datefmt)
+        text = printable(self.formatMessage(record))
         fields = _extra(record)
         if fields:
-            text += " " + " ".join(f"{k}={v}" for k, v in fields.items())
+            text += " " + " ".join(f"{k}={printable(str(v))}" for k, v in fields.items())
+        if record.exc_info:
+            trace = self.formatException(record.exc_info)
+            text += "\n" + "\n".join(printable(line) for line in trace.splitlines())
         return text
 
 
