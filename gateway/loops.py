@@ -38,6 +38,15 @@ _HELO: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.\-_]{0,252})|\[[A-Za-z0-9.:
 _ADDRESS: Final = re.compile(r"[0-9A-Fa-f.:]{2,45}")
 #: The comment that marks our own trace, after "by HOSTNAME".
 MARK: Final = "(bouncegw)"
+#: The longest trace :meth:`LoopGuard.trace` writes (a 253-octet HELO and host name, an IPv6
+#: literal, the id and the date come to under 700 octets). What the pipeline adds to a message
+#: must leave room for it within max_message_size, the size promised to the upstream.
+TRACE_MAX: Final = 1024
+
+
+def size_budget(max_message_size: int) -> int:
+    """The most a processed message may weigh so that it still fits under our trace."""
+    return max_message_size - TRACE_MAX
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ import asyncio
 import logging
 from collections import Counter
 
-from gateway import classify, dsn, metrics, offload, prefilter, replies
+from gateway import classify, dsn, loops, metrics, offload, prefilter, replies
 from gateway.config import Settings
 from gateway.explain import AlreadyExplained, TooLarge, annotate, arc
 from gateway.identity import bounce_digest
@@ -163,8 +163,8 @@ class Explain:
                 incident_ids=message.incident_ids,
                 now=ctx.received_at,
                 settings=self.settings.explain,
-                # The upstream was promised (SIZE) that this many octets get through.
-                max_size=self.settings.listener.max_message_size,
+                # The upstream was promised (SIZE) that this many octets get through, our trace included.
+                max_size=loops.size_budget(self.settings.listener.max_message_size),
             )
         except AlreadyExplained:
             self.counters.annotations["already_explained"] += 1
@@ -199,7 +199,7 @@ class Explain:
             sealed = await asyncio.to_thread(arc.seal, message.original, message.data, self.settings.explain)
         except Exception as exc:
             sealed = arc.Sealed(message.data, arc.Outcome.FAILED, repr(exc))
-        if len(sealed.data) > self.settings.listener.max_message_size:
+        if len(sealed.data) > loops.size_budget(self.settings.listener.max_message_size):
             # The size the upstream was promised holds for the sealed bounce too.
             sealed = arc.Sealed(
                 message.data, arc.Outcome.FAILED, "the sealed bounce would exceed max_message_size"

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from gateway import metrics, replies
 from gateway.config import ListenerSettings
-from gateway.loops import LoopGuard
+from gateway.loops import TRACE_MAX, LoopGuard, size_budget
 from tests.conftest import GatewayFactory
 from tests.recording_server import RecordingServer
 
@@ -159,3 +159,21 @@ def test_a_host_name_that_would_break_the_trace_is_a_configuration_error() -> No
     with pytest.raises(ValidationError, match="not a host name"):
         ListenerSettings(hostname="gw.example.net\r\nX-Injected: 1")
     assert ListenerSettings(hostname="gw-1.example.net").hostname == "gw-1.example.net"
+
+
+def test_the_longest_trace_fits_the_room_the_pipeline_leaves_for_it() -> None:
+    label = "a" * 63
+    longest_name = ".".join([label] * 3) + "." + "b" * 61  # 253 octets, as long as a name gets
+    guard = LoopGuard(longest_name, max_hops=5, max_passes=2)
+    trace = guard.trace(
+        helo=longest_name,
+        client_address="ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+        esmtp=True,
+        tls=True,
+        authenticated=True,
+        transaction_id="01" + "Z" * 24,
+        when=datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC),
+    )
+    assert longest_name.encode() in trace and trace.count(longest_name.encode()) == 2
+    assert len(trace) <= TRACE_MAX
+    assert size_budget(1_000_000) == 1_000_000 - TRACE_MAX
