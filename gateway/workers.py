@@ -251,11 +251,22 @@ def supervise(settings: Settings, workers: int, sockets: Sockets) -> int:
 
 
 def use_multiprocess_metrics() -> None:
-    """Point prometheus-client at a fresh shared directory; must run before gateway.metrics is imported."""
+    """Point prometheus-client at a shared directory; must run before gateway.metrics is imported.
+
+    The directory is only emptied by :func:`empty_multiprocess_metrics`, once this gateway holds
+    its addresses: a second gateway started by mistake must not wipe the running one's metrics
+    before it finds its address taken.
+    """
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     directory = Path(path) if path else Path(tempfile.mkdtemp(prefix="bouncegw-metrics-"))
     directory.mkdir(parents=True, exist_ok=True)  # prometheus-client needs it at import
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
+def empty_multiprocess_metrics() -> None:
+    """Empty the shared directory before any worker starts (files of an earlier run would be summed)."""
     from gateway import metrics
 
-    metrics.prepare_multiprocess_dir(directory)
+    directory = metrics.multiprocess_dir()
+    if directory is not None:
+        metrics.prepare_multiprocess_dir(directory)

@@ -86,6 +86,29 @@ async def test_a_second_gateway_on_a_served_address_fails_at_once(
     assert first.returncode == 0
 
 
+async def test_a_second_gateway_leaves_the_first_ones_metrics_alone(tmp_path: Path) -> None:
+    metrics_dir = tmp_path / "metrics"
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    port, http = free_port(), free_port()
+    first = await start_serve(
+        tmp_path, "maildir:outbox", port=port, http=f"127.0.0.1:{http}", workers=2, env=env
+    )
+    try:
+        await asyncio.to_thread(send, port, 3)
+        files = sorted(p.name for p in metrics_dir.iterdir())
+        assert files  # the workers' counters live here
+        code, _, err = await run_bouncegw(
+            *serve_args(port, free_port(), "--workers", "2", "--next-hop", "maildir:outbox"),
+            cwd=tmp_path,
+            env=env,
+        )
+        assert code == 1 and "already in use" in one_line(err)
+        # The mistaken second start did not empty the running gateway's metrics directory.
+        assert set(files) <= {p.name for p in metrics_dir.iterdir()}
+    finally:
+        await stop(first)
+
+
 async def test_a_second_gateway_on_the_same_journals_fails_before_its_workers(tmp_path: Path) -> None:
     first = await start_serve(tmp_path, "maildir:outbox", port=free_port(), workers=2)
     try:

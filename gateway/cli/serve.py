@@ -74,6 +74,7 @@ def _serve(settings: Settings) -> int:
         try:
             startup.preflight(settings)
             if workers > 1:
+                supervisor.empty_multiprocess_metrics()  # ours now: the addresses are held
                 return supervisor.supervise(settings, workers, sockets)
             from gateway.app import run
 
