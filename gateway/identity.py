@@ -38,7 +38,13 @@ def bounce_digest(data: bytes) -> str:
     for name in IDENTITY_FIELDS:
         digest.update(" ".join((fields.get(name) or "").split()).encode("utf-8", "surrogateescape"))
         digest.update(b"\x00")
-    digest.update(memoryview(data)[end[1] :])
+    body = memoryview(data)[end[1] :]
+    # A body with a bare LF (seen on the wire from sloppy MTAs) is hashed as its CRLF form, the
+    # form a mailbox copy gets back through as_on_the_wire(); the usual all-CRLF body is not copied.
+    if body.nbytes and data.count(b"\n", end[1]) != data.count(b"\r\n", end[1]):
+        digest.update(as_on_the_wire(body.tobytes()))
+    else:
+        digest.update(body)
     return digest.hexdigest()
 
 

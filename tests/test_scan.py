@@ -286,3 +286,13 @@ def test_a_date_out_of_range_does_not_stop_the_scan(tmp_path: Path) -> None:
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert sorted(row["location"].rsplit("/", 1)[1] for row in rows) == ["a.eml", "b.eml"]
     assert next(row["date"] for row in rows if row["location"].endswith("a.eml")) is None
+
+
+def test_a_bare_lf_body_and_its_mailbox_copy_share_the_digest() -> None:
+    head, body = POSITIVES[0].data.split(b"\r\n\r\n", 1)
+    sloppy = head + b"\r\n\r\n" + body.replace(b"\r\n", b"\n", 3)  # a few bare LFs on the wire
+    assert sloppy.count(b"\r\n") != sloppy.count(b"\n")
+    mailbox_copy = b"Return-Path: <>\n" + sloppy.replace(b"\r\n", b"\n")
+    assert bounce_digest(sloppy) == bounce_digest(as_on_the_wire(mailbox_copy))
+    assert bounce_digest(sloppy) == bounce_digest(POSITIVES[0].data)
+    assert bounce_digest(POSITIVES[1].data) != bounce_digest(POSITIVES[0].data)
