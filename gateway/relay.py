@@ -381,6 +381,11 @@ class SmtpTransaction:
             else:
                 response = await self._send(trace, message, end)
         except aiosmtplib.SMTPDataError as exc:
+            if exc.code == 421:
+                # The next hop is closing (RFC 5321 section 3.8), at DATA or after the final
+                # dot: the connection must not go back to the pool, and upstream gets the
+                # same 451 4.4.2 as for a 421 anywhere else (_reply_from closes the client).
+                return _reply_from(self.client, aiosmtplib.SMTPResponse(exc.code, exc.message))
             # A refusal of DATA itself (e.g. 554 no valid recipients): the next hop's reply.
             self.hop.release(self.client)
             return Reply(exc.code, exc.message)

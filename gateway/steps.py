@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 from gateway import classify, dsn, loops, metrics, offload, prefilter, replies
 from gateway.config import Settings
@@ -28,6 +29,12 @@ from gateway.report import BounceReport
 from gateway.transaction import MessageContext
 from storage.incidents import IncidentRecord, build_incidents, stable_ids
 from storage.recorder import Recorder
+
+#: ARC sealing's own threads. Its DNS lookups go to domains the bounce's sender chose and may
+#: take up to arc.DNS_BUDGET per message: on asyncio's default executor, shared with parsing,
+#: annotation and large relays, a few crafted bounces would hold up all mail. Two threads
+#: bound the sealing in progress; further bounces wait for them, nothing else does.
+ARC_EXECUTOR = ThreadPoolExecutor(max_workers=2, thread_name_prefix="bouncegw-arc")
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +203,9 @@ class Explain:
         """ARC-seal the edited bounce; whatever goes wrong, it is relayed explained but unsealed."""
         try:
             # DNS lookups and RSA signing: never on the event loop.
-            sealed = await asyncio.to_thread(arc.seal, message.original, message.data, self.settings.explain)
+            sealed = await asyncio.get_running_loop().run_in_executor(
+                ARC_EXECUTOR, arc.seal, message.original, message.data, self.settings.explain
+            )
         except Exception as exc:
             sealed = arc.Sealed(message.data, arc.Outcome.FAILED, repr(exc))
         if len(sealed.data) > loops.size_budget(self.settings.listener.max_message_size):

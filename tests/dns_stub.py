@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
@@ -19,10 +20,15 @@ import dns.rrset
 
 
 class DnsStub:
-    """Answers TXT queries from ``records`` (name without the trailing dot -> record text)."""
+    """Answers TXT queries from ``records`` (name without the trailing dot -> record text).
 
-    def __init__(self, records: Mapping[str, bytes]) -> None:
+    ``delay``: seconds to wait before each answer, one query at a time (a slow or hostile
+    authoritative server).
+    """
+
+    def __init__(self, records: Mapping[str, bytes], delay: float = 0.0) -> None:
         self.records = {name.lower().rstrip("."): value for name, value in records.items()}
+        self.delay = delay
         self.queries: list[str] = []
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._sock.bind(("127.0.0.1", 0))
@@ -55,6 +61,8 @@ class DnsStub:
                 response.answer.append(
                     dns.rrset.from_text(question.name, 60, dns.rdataclass.IN, dns.rdatatype.TXT, chunks)
                 )
+            if self.delay:
+                time.sleep(self.delay)
             self._sock.sendto(response.to_wire(), peer)
 
     def __enter__(self) -> DnsStub:

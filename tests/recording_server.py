@@ -6,6 +6,7 @@ every command line and every message exactly as it arrived on the wire, and
 answers from a script the test can change:
 
     hop.replies["RCPT"] = lambda arg: "550 5.1.1 no such user" if "bad@" in arg else None
+    hop.replies["DATA"] = lambda _: "421 4.3.2 bye"  # answer DATA itself (no 354)
     hop.delays["DATA_END"] = 30          # hang before answering the final dot
     hop.close_on["DATA_BODY"] = True     # drop the connection in the middle of DATA
 """
@@ -130,7 +131,11 @@ class RecordingServer:
                     if mail_from is None or not rcpts:
                         await send("554 5.5.1 Error: no valid recipients")
                         continue
-                    await send("354 End data with <CR><LF>.<CR><LF>")
+                    reply = self._reply("DATA", "", "354 End data with <CR><LF>.<CR><LF>")
+                    await send(reply)
+                    if not reply.startswith("354"):
+                        mail_from, rcpts = None, []
+                        continue
                     if self.close_on.get("DATA_BODY"):
                         await reader.read(10)
                         writer.close()

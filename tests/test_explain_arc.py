@@ -7,6 +7,9 @@ result and verify with dkimpy's ``arc_verify``.
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -249,3 +252,78 @@ def test_dns_server_forms() -> None:
     assert parse_dns_server("192.0.2.53:5353") == ("192.0.2.53", 5353)
     assert parse_dns_server("::1") == ("::1", 53)
     assert parse_dns_server("[::1]:5353") == ("::1", 5353)
+
+
+def _settings(keys: Any, **extra: str) -> ExplainSettings:
+    return ExplainSettings.model_validate(
+        {k.removeprefix("explain."): v for k, v in _overrides(keys, **extra).items()}
+    )
+
+
+@pytest.mark.parametrize("chain", [False, True])
+def test_dns_work_per_message_is_bounded_by_the_budget(
+    chain: bool, keys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Five DKIM signatures (and a chain of two ARC sets: four more lookups) against a server
+    # that takes 1.5 s per answer would hold the thread 7.5 s (13.5 s); the budget stops them.
+    monkeypatch.setattr(arc, "DNS_BUDGET", 2.0)  # the real 10 s would make a slow test
+    message = _signed_ndr(keys)
+    for _ in range(arc.MAX_SIGNATURES - 1):
+        signer = keys[TENANT][0].read_bytes()
+        message = dkim.sign(message, TENANT[0].encode(), TENANT[1].encode(), signer) + message
+    if chain:
+        message = _sealed_by_relay(_sealed_by_relay(message, keys), keys)
+    records = {f"{s}._domainkey.{d}": record for (s, d), (_, record) in keys.items()}
+    with DnsStub(records, delay=1.5) as slow:
+        settings = _settings(keys, arc_results="verify", arc_dns_server=slow.address)
+        started = time.monotonic()
+        sealed = arc.seal(message, message, settings)
+        elapsed = time.monotonic() - started
+    assert elapsed < arc.DNS_BUDGET + 2.5, elapsed  # generous: unbounded it takes 7.5 s or more
+    if chain:
+        # No verdict on the chain within the budget: it is not extended, the bounce goes unsealed.
+        assert sealed.outcome is arc.Outcome.CHAIN_ENDED and sealed.data == message
+        return
+    assert sealed.outcome is arc.Outcome.SEALED
+    head = sealed.data.split(b"\r\n\r\n", 1)[0].decode().replace("\r\n ", " ").replace("\r\n\t", " ")
+    prefix = f"Authentication-Results: {AUTHSERV_ID};"
+    ours = next(line for line in head.split("\r\n") if line.startswith(prefix))
+    assert ours.count("dkim=temperror") >= 3, ours  # lookups past the budget: temperror
+
+
+async def test_a_chain_longer_than_the_cap_is_not_verified_or_sealed(
+    keys: Any, dns_server: DnsStub, hop: RecordingServer, make_gateway: GatewayFactory
+) -> None:
+    app = await make_gateway(
+        hop.address, _overrides(keys, arc_results="verify", arc_dns_server=dns_server.address)
+    )
+    before = _seals("chain_ended")
+    seals = b"".join(
+        f"ARC-Seal: i={i}; a=rsa-sha256; cv=pass; d=relay{i}.example; s=s; b=AAAA\r\n".encode()
+        for i in range(arc.MAX_ARC_INSTANCES + 1, 0, -1)
+    )
+    await _relay(app.gateway.port, seals + _signed_ndr(keys))
+    out = hop.messages[0].data
+    assert b"X-Bouncegw-Explained:" in out  # explained and relayed...
+    assert out.count(b"ARC-Seal:") == arc.MAX_ARC_INSTANCES + 1  # ...with no seal of ours
+    assert dns_server.queries == []  # nothing was looked up for it
+    assert _seals("chain_ended") == before + 1
+
+
+async def test_sealing_runs_on_its_own_threads(
+    keys: Any, hop: RecordingServer, make_gateway: GatewayFactory
+) -> None:
+    # While a bounce waits on slow DNS, the thread doing it is one of sealing's own, not one of
+    # the default executor's that parsing, annotation and large relays share.
+    records = {f"{s}._domainkey.{d}": record for (s, d), (_, record) in keys.items()}
+    with DnsStub(records, delay=1.0) as slow:
+        app = await make_gateway(
+            hop.address, _overrides(keys, arc_results="verify", arc_dns_server=slow.address)
+        )
+        relay = asyncio.create_task(_relay(app.gateway.port, _signed_ndr(keys)))
+        while not slow.queries and not relay.done():
+            await asyncio.sleep(0.05)
+        names = [t.name for t in threading.enumerate()]
+        await relay
+    assert any(name.startswith("bouncegw-arc") for name in names), names
+    assert hop.messages[0].message.startswith(b"ARC-Seal: i=1; ")

@@ -138,6 +138,24 @@ async def test_data_reply_is_the_next_hops(
     assert hop.messages == []
 
 
+@pytest.mark.parametrize("stage", ["DATA", "DATA_END"])
+async def test_next_hop_421_at_data_becomes_451_and_connection_is_dropped(
+    hop: RecordingServer, make_gateway: GatewayFactory, stage: str
+) -> None:
+    # RFC 5321 section 3.8: a 421 means the next hop is closing; upstream gets 451 4.4.2
+    # (README, failure replies) and the connection is not handed back to the pool.
+    hop.replies[stage] = lambda _: "421 4.3.2 Shutting down"
+    app = await make_gateway(hop.address)
+    with pytest.raises(smtplib.SMTPDataError) as info:
+        await asend(app.gateway.port, "alice@example.org", ["bob@example.com"], MESSAGE)
+    assert info.value.smtp_code == 451
+    assert info.value.smtp_error.startswith(b"4.4.2 ")
+    del hop.replies[stage]
+    await asend(app.gateway.port, "alice@example.org", ["bob@example.com"], MESSAGE)
+    assert len(hop.messages) == 1
+    assert hop.connections == 2  # a fresh connection, not the one that said 421
+
+
 async def test_multiline_next_hop_reply_is_relayed_whole(
     hop: RecordingServer, make_gateway: GatewayFactory
 ) -> None:

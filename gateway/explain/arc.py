@@ -31,6 +31,7 @@ and the caller counts the outcome (``bouncegw_arc_seals_total``).
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -50,6 +51,19 @@ _FIELD = re.compile(rb"^([!-9;-~]+)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.MULTILINE)
 #: DKIM-Signature fields verified per message (a bounce is attacker input: bound the DNS work).
 MAX_SIGNATURES = 5
 
+#: Seconds one key lookup may take (dkimpy's own default).
+LOOKUP_TIMEOUT = 5.0
+
+#: Seconds of DNS per message, all lookups together. The domains are chosen by the sender of
+#: the bounce: without a total, one message could hold a worker for MAX_SIGNATURES plus two
+#: lookups per ARC instance, 5 s each. Past it every lookup fails at once (temperror).
+DNS_BUDGET = 10.0
+
+#: ARC sets accepted on an incoming message. RFC 8617 section 4.2.1 allows 50, but real chains
+#: are a few hops long; each instance costs two key lookups to verify, so a longer chain is
+#: neither verified nor extended (Outcome.CHAIN_ENDED), and the bounce goes out unsealed.
+MAX_ARC_INSTANCES = 10
+
 #: dkimpy's lookup callable: (name, timeout) -> the TXT record's bytes (b"" when there is none).
 DnsFunc = Callable[..., bytes]
 
@@ -62,7 +76,7 @@ class Outcome(StrEnum):
     NO_RESULTS = "no_results"
     #: The message arrived with results claiming our authserv-id (verify mode): not attested.
     FOREIGN_RESULTS = "foreign_results"
-    #: An existing chain without an ``arc=`` verdict, or past instance 50 (RFC 8617 section 4.2.1).
+    #: An existing chain without an ``arc=`` verdict, or longer than MAX_ARC_INSTANCES.
     CHAIN_ENDED = "chain_ended"
     #: The key could not be read or dkimpy refused to sign.
     FAILED = "failed"
@@ -90,10 +104,15 @@ def seal(original: bytes, edited: bytes, settings: ExplainSettings, dnsfunc: Dns
     srv_id = settings.arc_authserv_id
     linesep = line_ending(edited)
     message = edited
+    instances = sum(1 for name, _ in _fields(original) if name.lower() == b"arc-seal")
+    if instances > MAX_ARC_INSTANCES:
+        return Sealed(
+            edited, Outcome.CHAIN_ENDED, f"{instances} ARC sets, more than the {MAX_ARC_INSTANCES} we verify"
+        )
     if settings.arc_results == "verify":
         if _claims(original, srv_id):
             return Sealed(edited, Outcome.FOREIGN_RESULTS, f"the message already claims {srv_id}")
-        lookup = dnsfunc or resolver_for(settings.arc_dns_server)
+        lookup = dnsfunc or resolver_for(settings.arc_dns_server, DNS_BUDGET)
         results = verify(original, srv_id, lookup)
         message = results.encode("ascii") + linesep + edited
     elif not _claims(edited, srv_id):
@@ -125,7 +144,7 @@ def verify(original: bytes, srv_id: str, dnsfunc: DnsFunc) -> str:
     results: list[authres.BaseAuthenticationResult] = []
     signatures = [v for n, v in _fields(original) if n.lower() == b"dkim-signature"][:MAX_SIGNATURES]
     for index in range(len(signatures)):
-        checker = dkimpy.DKIM(original, minkey=1024, timeout=5)
+        checker = dkimpy.DKIM(original, minkey=1024, timeout=int(LOOKUP_TIMEOUT))
         try:
             verdict = "pass" if checker.verify(idx=index, dnsfunc=dnsfunc) else "fail"
         except dkimpy.KeyFormatError:
@@ -143,22 +162,42 @@ def verify(original: bytes, srv_id: str, dnsfunc: DnsFunc) -> str:
     if not results:
         results.append(authres.DKIMAuthenticationResult(result="none"))
     if any(n.lower() == b"arc-seal" for n, _ in _fields(original)):
-        chain, _, _ = dkimpy.arc_verify(original, dnsfunc=dnsfunc)
-        results.append(authres.AuthenticationResult(method="arc", result=chain.decode("ascii")))
+        try:
+            chain, _, _ = dkimpy.arc_verify(original, dnsfunc=dnsfunc)
+        except dns.exception.DNSException:
+            # No verdict (RFC 8617 section 2.2 has no temperror for arc=): with none recorded
+            # the chain is not extended (Outcome.CHAIN_ENDED) rather than sealed as failed.
+            pass
+        else:
+            results.append(authres.AuthenticationResult(method="arc", result=chain.decode("ascii")))
     return str(authres.AuthenticationResultsHeader(authserv_id=srv_id, results=results))
 
 
-def resolver_for(server: str | None) -> DnsFunc:
-    """A TXT lookup through ``host[:port]``, or through the system's resolver when ``server`` is None."""
+def resolver_for(server: str | None, budget: float = DNS_BUDGET) -> DnsFunc:
+    """A TXT lookup through ``host[:port]``, or through the system's resolver when ``server`` is None.
+
+    Build one per message: all its lookups share ``budget`` seconds from the first lookup on.
+    """
     resolver = dns.resolver.Resolver(configure=server is None)
     if server is not None:
         host, port = parse_dns_server(server)
         resolver.nameservers = [host]
         resolver.port = port
 
-    def lookup(name: bytes, timeout: float = 5) -> bytes:
+    deadline: float | None = None
+
+    def lookup(name: bytes, timeout: float = LOOKUP_TIMEOUT) -> bytes:
+        nonlocal deadline
+        now = time.monotonic()
+        if deadline is None:
+            deadline = now + budget
+        remaining = deadline - now
+        if remaining <= 0:
+            # A DNS error, not dkimpy's DnsTimeoutError: dkimpy's DKIM check would turn that into
+            # "fail"; verify() reports a DNS error as temperror (RFC 8601 section 2.7.1).
+            raise dns.exception.Timeout(timeout=budget)  # type: ignore[no-untyped-call]  # dnspython is untyped here
         try:
-            answer = resolver.resolve(name.decode("ascii"), "TXT", lifetime=timeout)
+            answer = resolver.resolve(name.decode("ascii"), "TXT", lifetime=min(timeout, remaining))
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             return b""
         return b"".join(b"".join(rr.strings) for rr in answer)
