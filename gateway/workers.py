@@ -12,7 +12,10 @@ row (:data:`RESTART_BACKOFF` up to :data:`RESTART_BACKOFF_MAX`); after :data:`MA
 crashes in a row, each within :data:`STABLE_AFTER` seconds of the worker's start, it stops every
 worker and exits non-zero, so that systemd or Kubernetes see the failure. A worker that cannot
 start at all (it exits with :data:`~gateway.startup.EX_STARTUP` after sending its one-line reason
-over a pipe) is not restarted: the supervisor stops and reports that line. On SIGTERM/SIGINT it
+over a pipe) on its first start is not restarted: the supervisor stops and reports that line. A
+*restarted* worker that cannot start counts as a crash (the backoff and the limit above apply): the
+configuration was good at its first start, so the cause is likely passing (a journal still locked
+by the crashed process's last child, a database restarting). On SIGTERM/SIGINT it
 passes SIGTERM on and waits for every worker's graceful stop. Workers get SIGTERM when the
 supervisor dies, even by SIGKILL (:func:`gateway.startup.die_with_parent`), so no orphan keeps
 the port.
@@ -118,6 +121,8 @@ class Supervisor:
         self.started: dict[int, float] = {}
         self.crashes: dict[int, int] = dict.fromkeys(range(workers), 0)
         self.restart_at: dict[int, float] = {}
+        #: Indexes whose current process is a restart (not the worker's first start).
+        self.restarted: set[int] = set()
         self.stopping = False
         self.failure: str | None = None
         self.status = 0
@@ -189,8 +194,12 @@ class Supervisor:
                 self.status = 1
             return
         if proc.exitcode == EX_STARTUP:
-            self.fail(reason or f"worker {index} could not start (see the log above)")
-            return
+            if index not in self.restarted:
+                # First start: the configuration or the environment is wrong; retrying won't help.
+                self.fail(reason or f"worker {index} could not start (see the log above)")
+                return
+            # It started once with the same settings: treat a failed restart as a crash.
+            log.error("worker %d could not restart: %s", index, reason or "see the log above")
         now = time.monotonic()
         lived = now - self.started[index]
         self.crashes[index] = 1 if lived >= STABLE_AFTER else self.crashes[index] + 1
@@ -233,6 +242,7 @@ class Supervisor:
                 if at <= now and not self.stopping:
                     del self.restart_at[index]
                     self.restarts += 1
+                    self.restarted.add(index)
                     self.start(index)
         if self.failure is not None:
             raise FatalError(self.failure)

@@ -46,12 +46,28 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _count_lines(path: Path) -> int:
+#: The least room :meth:`Journal.room_per_incident` assumes one more incident needs. Incident
+#: lines are usually well under this; until the journal has seen a longer one (appended, or in a
+#: file left by an earlier run), the "full" pre-check must not assume an incident costs nothing.
+LINE_FLOOR = 4096
+
+
+def _scan_lines(path: Path) -> tuple[int, int]:
+    """How many record lines ``path`` holds and the longest one's length in bytes (0, 0 if absent)."""
+    count = longest = 0
     try:
         with path.open("rb") as fh:
-            return sum(1 for line in fh if line.strip())
+            for line in fh:
+                if line.strip():
+                    count += 1
+                    longest = max(longest, len(line))
     except FileNotFoundError:
-        return 0
+        pass
+    return count, longest
+
+
+def _count_lines(path: Path) -> int:
+    return _scan_lines(path)[0]
 
 
 def _size(path: Path) -> int:
@@ -76,10 +92,21 @@ class Journal:
             raise JournalLocked(f"journal {self.path} is in use by another process") from None
         self._repair_tail(self.path)
         self._repair_tail(self.replay_path)
-        self._records = _count_lines(self.path) + _count_lines(self.replay_path)
+        (lines, longest), (replay_lines, replay_longest) = map(_scan_lines, (self.path, self.replay_path))
+        self._records = lines + replay_lines
         self._bytes = _size(self.path) + _size(self.replay_path)
-        #: The longest record line appended so far: how much room one more incident needs.
-        self.largest_line = 0
+        #: The longest record line in the journal's files or appended since it was opened.
+        self.largest_line = max(longest, replay_longest)
+
+    @property
+    def room_per_incident(self) -> int:
+        """Bytes one more incident is assumed to need: the longest line seen, at least LINE_FLOOR.
+
+        Measured from the files left by an earlier run too (read once, when the journal is
+        opened), so the estimate holds after a restart with the database down; the floor covers
+        the first incident of an outage, before any line was written.
+        """
+        return max(self.largest_line, LINE_FLOOR)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -205,7 +232,13 @@ def journals_in(directory: Path) -> list[Path]:
     return sorted(found)
 
 
-_WORKER_SUFFIX = re.compile(r"\.w\d+$")
+_WORKER_SUFFIX = re.compile(r"\.w(\d+)$")
+
+
+def worker_index(path: Path) -> int | None:
+    """``i`` for a worker's journal ``<stem>.w<i><suffix>``, None for any other journal."""
+    match = _WORKER_SUFFIX.search(path.stem)
+    return int(match.group(1)) if match else None
 
 
 def sibling_journals(path: Path) -> list[Path]:
@@ -214,12 +247,20 @@ def sibling_journals(path: Path) -> list[Path]:
     Worker ``i`` of a gateway run with ``--workers N`` journals to ``<stem>.w<i><suffix>``. When a
     gateway restarts with fewer workers (or as one process), journals of the workers that are gone
     would never be replayed; a recorder adopts every sibling no live process holds the lock of.
+    A journal left only as ``<name>.replaying`` (its process died mid-replay) counts, named
+    without that suffix, as :func:`journals_in` does.
     """
     base = _WORKER_SUFFIX.sub("", path.stem)
-    pattern = re.compile(re.escape(base) + r"(?:\.w\d+)?" + re.escape(path.suffix) + r"$")
+    pattern = re.compile(re.escape(base) + r"(?:\.w\d+)?" + re.escape(path.suffix) + r"(?:\.replaying)?")
     if not path.parent.is_dir():
         return []
-    return sorted(p for p in path.parent.iterdir() if p != path and pattern.fullmatch(p.name))
+    found = {
+        path.parent / p.name.removesuffix(".replaying")
+        for p in path.parent.iterdir()
+        if pattern.fullmatch(p.name) and p.is_file()
+    }
+    found.discard(path)
+    return sorted(found)
 
 
 def lock_path(path: Path) -> Path:

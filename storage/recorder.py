@@ -24,7 +24,7 @@ Outage policy:
   failure up to ``retry_max_interval``, each wait jittered by +-:data:`RETRY_JITTER` so replicas
   that lost the database together do not hammer it together when it restarts. Nothing else
   (journal appends, new mail) triggers an attempt in between.
-- Database down at start: ``start(schema_ready=False)`` (the caller could not check the schema)
+- Database down at start: ``start(unavailable=reason)`` (the caller could not check the schema)
   starts journaling at once; the first recovery that reaches the database checks (SQLite: creates
   or upgrades) the schema before replaying, and an out-of-date schema keeps it journaling with an
   error naming the fix.
@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from gateway import metrics
 from storage.db import SchemaOutOfDate, check_schema, describe_error
 from storage.incidents import IncidentRecord
-from storage.journal import Journal, JournalFull, JournalLocked, sibling_journals
+from storage.journal import Journal, JournalFull, JournalLocked, sibling_journals, worker_index
 from storage.repository import Repository
 
 if TYPE_CHECKING:
@@ -105,6 +105,7 @@ class Recorder:
         retry_interval: float = 5.0,
         retry_max_interval: float = 60.0,
         retention_days: int | None = None,
+        workers: int = 1,
     ) -> None:
         self.database_url = database_url
         self.journal_path = Path(journal_path)
@@ -115,6 +116,9 @@ class Recorder:
         self.retry_interval = retry_interval
         self.retry_max_interval = retry_max_interval
         self.retention_days = retention_days
+        #: Worker processes of this gateway run (``--workers``): the journals of workers 0..N-1 are
+        #: owned by live siblings, never adopted (see :meth:`_adopt`).
+        self.workers = workers
         # Counters and gauges read by the metrics module.
         self.db_available = True
         self.db_errors = 0
@@ -159,6 +163,7 @@ class Recorder:
             retry_interval=s.retry_interval,
             retry_max_interval=s.retry_max_interval,
             retention_days=s.retention_days,
+            workers=settings.listener.workers,
         )
 
     @property
@@ -174,14 +179,17 @@ class Recorder:
 
         Asked *before* a family bounce is relayed: once the next hop has it, a failed submit can
         no longer turn into a 4xx (that would duplicate the bounce). So "full" means "no room for
-        this bounce's incidents" (judged by the longest line so far), and a journal whose disk
-        refused a write (ENOSPC, EIO) stays full until a replay or a successful append frees it.
+        this bounce's incidents", each assumed as long as the longest line the journal has held
+        (also those in files left by an earlier run) and never shorter than
+        :data:`~storage.journal.LINE_FLOOR`: the estimate errs towards a 4xx, never towards a
+        relayed bounce whose incidents cannot be kept. A journal whose disk refused a write
+        (ENOSPC, EIO) stays full until a replay or a successful append frees it.
         """
         if self.db_available:
             return True
         if self._journal is None or self._journal_refused:
             return False
-        needed = incidents * self._journal.largest_line
+        needed = incidents * self._journal.room_per_incident
         return self._journal.size_bytes + needed <= self.journal_max_bytes
 
     # -- life cycle ------------------------------------------------------------------------------
@@ -409,9 +417,18 @@ class Recorder:
             )
 
     async def _adopt(self) -> None:
-        """Replay sibling journals that no live process owns (workers of an earlier, larger run)."""
+        """Replay sibling journals that no live process owns (workers of an earlier, larger run).
+
+        With ``--workers N`` the journals ``.w0`` .. ``.w<N-1>`` belong to this run's workers, each
+        of which replays its own. Taking one, even briefly, races with its worker's start: the
+        worker would find its journal locked and could not start. So only journals of workers
+        beyond this run's count (and the plain journal of a one-process run) are adopted.
+        """
         assert self._repo is not None
         for path in await self._io(sibling_journals, self.journal_path):
+            index = worker_index(path)
+            if self.workers > 1 and index is not None and index < self.workers:
+                continue  # a live sibling worker's own journal
             try:
                 journal = await self._io(Journal, path, self.journal_max_bytes)
             except JournalLocked:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import sqlite3
 from pathlib import Path
@@ -11,13 +12,14 @@ from typing import TYPE_CHECKING
 import pytest
 
 from storage.db import upgrade
-from storage.journal import Journal
+from storage.journal import LINE_FLOOR, Journal
 from storage.recorder import Recorder, StorageUnavailable
 from storage.repository import IncidentFilter, Repository
 from tests.processes import wait_until
 from tests.storage_builders import records_for
 
 if TYPE_CHECKING:
+    from storage.incidents import IncidentRecord
     from tests.storage_fixtures import ThrowawayPostgres
 
 pytest_plugins = ["tests.storage_fixtures"]
@@ -158,6 +160,81 @@ async def test_journals_of_workers_that_are_gone_are_adopted(tmp_path: Path) -> 
     assert count(url) == 10
     # (a worker's database thread may still commit its batch late; the journal copy is then a no-op)
     assert [p.name for p in journals.iterdir() if not p.name.endswith(".lock")] == []
+
+
+def left_journal(path: Path, records: list[IncidentRecord], *, mid_replay: bool = False) -> None:
+    """A journal at ``path`` as a stopped (or, ``mid_replay``, crashed while replaying) process leaves it."""
+    journal = Journal(path, 1 << 20)
+    journal.append(records)
+    if mid_replay:
+        journal.take()  # renamed to <path>.replaying, never deleted
+    journal.close()
+
+
+async def test_a_worker_leaves_the_journals_of_its_live_siblings_alone(tmp_path: Path) -> None:
+    """Worker 0 of two must not take worker 1's journal: worker 1 would find it locked at its start."""
+    url = f"sqlite:///{tmp_path / 'gw.sqlite3'}"
+    upgrade(url)
+    journals = tmp_path / "journal"
+    left_journal(journals / "incidents.w1.jsonl", records_for(3, tag="w1"))  # live sibling's backlog
+    left_journal(journals / "incidents.w2.jsonl", records_for(5, tag="w2"))  # of an earlier, larger run
+    worker0 = Recorder(url, journals / "incidents.w0.jsonl", db_timeout=0.5, retry_interval=60, workers=2)
+    await worker0.start()
+    await worker0.stop()
+    assert count(url) == 5  # worker 2 is gone: its journal is adopted
+    assert not (journals / "incidents.w2.jsonl").exists()
+    # Worker 1's journal is untouched (it replays it itself) and free for worker 1 to open.
+    assert len(Journal.read(journals / "incidents.w1.jsonl")) == 3
+    Journal(journals / "incidents.w1.jsonl", 1 << 20).close()
+
+
+async def test_a_journal_left_mid_replay_is_adopted(tmp_path: Path) -> None:
+    """A worker killed while replaying leaves only ``<journal>.replaying``: still a sibling to adopt."""
+    url = f"sqlite:///{tmp_path / 'gw.sqlite3'}"
+    upgrade(url)
+    journals = tmp_path / "journal"
+    left_journal(journals / "incidents.w3.jsonl", records_for(4, tag="w3"), mid_replay=True)
+    assert [p.name for p in journals.glob("*.jsonl*") if not p.name.endswith(".lock")] == [
+        "incidents.w3.jsonl.replaying"
+    ]
+    single = recorder(url, tmp_path)
+    await single.start()
+    await single.stop()
+    assert count(url) == 4
+    assert not (journals / "incidents.w3.jsonl.replaying").exists()
+
+
+async def test_the_full_check_counts_room_for_a_first_incident(tmp_path: Path) -> None:
+    """With the database down before any line was journalled, an incident still needs room."""
+    url = f"sqlite:///{tmp_path / 'gw.sqlite3'}"
+    rec = recorder(url, tmp_path, journal_max_bytes=LINE_FLOOR, retry_interval=60)
+    await rec.start(unavailable="the database is down")
+    try:
+        assert not rec.db_available and rec.journal_bytes == 0
+        assert rec.can_accept(1)
+        assert not rec.can_accept(2)  # two incidents of at least LINE_FLOOR bytes each do not fit
+    finally:
+        await rec.stop()
+
+
+async def test_the_full_check_measures_a_journal_left_by_an_earlier_run(tmp_path: Path) -> None:
+    """After a restart with the database down, the longest line already journalled is the estimate."""
+    url = f"sqlite:///{tmp_path / 'gw.sqlite3'}"
+    path = tmp_path / "journal" / "incidents.jsonl"
+    (first,) = records_for(1)
+    long = dataclasses.replace(first, diagnostic="x" * (2 * LINE_FLOOR))  # a line longer than the floor
+    left_journal(path, [long])
+    used = path.stat().st_size
+    assert used > 2 * LINE_FLOOR
+    # Room for one more line of that length, but not for two.
+    rec = recorder(url, tmp_path, journal_max_bytes=3 * used - 1, retry_interval=60)
+    await rec.start(unavailable="the database is down")
+    try:
+        assert rec.journal_bytes == used and rec.journal_backlog == 1
+        assert rec.can_accept(1)
+        assert not rec.can_accept(2)
+    finally:
+        await rec.stop()
 
 
 @pytest.mark.postgres

@@ -245,3 +245,34 @@ async def test_a_worker_that_cannot_start_stops_the_supervisor(tmp_path: Path) -
     line = out.decode().strip()
     assert "\n" not in line and "afile" in line and "not a directory" in line
     assert b"restarting" not in err and b"Traceback" not in err  # given up at once, not retried
+
+
+async def test_a_worker_that_cannot_restart_is_retried_like_a_crash(
+    hop: RecordingServer, tmp_path: Path
+) -> None:
+    """Only a first start that fails is fatal; a failed restart gets the backoff and another try."""
+    proc, port, _ = await start_workers(hop, tmp_path)
+    try:
+        (lock,) = tmp_path.rglob("*.w0.jsonl.lock")
+        (started,) = [line for line in log_lines(tmp_path) if line["msg"] == "worker 0 started"]
+        # Worker 0's next start fails: its journal lock cannot be opened (a directory in its place).
+        lock.unlink()  # the running worker keeps its lock on the unlinked file
+        lock.mkdir()
+        os.kill(int(str(started["pid"])), signal.SIGKILL)
+        await wait_until(
+            lambda: any("could not restart" in str(line["msg"]) for line in log_lines(tmp_path)),
+            "the failed restart",
+        )
+        assert proc.returncode is None, "a failed restart must not stop the gateway"
+        lock.rmdir()  # the cause passes: the next restart succeeds
+        await wait_until(
+            lambda: sum(line["msg"] == "listening" for line in log_lines(tmp_path)) == 3, "the restart"
+        )
+        for _ in range(4):
+            await asyncio.to_thread(send, port, MESSAGE)
+        assert len(hop.messages) == 4 and proc.returncode is None
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 30)
+    assert proc.returncode == 0
