@@ -234,8 +234,10 @@ def _print_summary(summary: Any, *, record: bool, to: Any) -> None:
         to.write(text + end)
 
     state = "interrupted after" if summary.interrupted else "scanned"
-    line(f"{state} {summary.messages} messages: {summary.bounces} bounces,", end=" ")
-    line(f"{summary.family_bounces} in the family")
+    # Only messages the prefilter lets through are parsed: bounces without the family's codes
+    # are never counted as bounces here.
+    line(f"{state} {summary.messages} messages: {summary.candidates} might carry the family's codes", end=" ")
+    line(f"and were parsed ({summary.bounces} bounces), {summary.family_bounces} in the family")
     line(f"family recipients: {summary.recipients}")
     if summary.recipients:
         line("  by variant: " + ", ".join(f"{k} {n}" for k, n in summary.by_variant.most_common()))
