@@ -21,6 +21,7 @@ import pytest
 from gateway.identity import as_on_the_wire, bounce_digest
 from tests.conftest import GatewayFactory
 from tests.positives import NEGATIVES, POSITIVES
+from tests.processes import free_port
 from tests.recording_server import RecordingServer
 
 #: Messages nobody would call a bounce.
@@ -296,3 +297,17 @@ def test_a_bare_lf_body_and_its_mailbox_copy_share_the_digest() -> None:
     assert bounce_digest(sloppy) == bounce_digest(as_on_the_wire(mailbox_copy))
     assert bounce_digest(sloppy) == bounce_digest(POSITIVES[0].data)
     assert bounce_digest(POSITIVES[1].data) != bounce_digest(POSITIVES[0].data)
+
+
+def test_recording_into_an_unreachable_database_is_one_line_and_status_2(tmp_path: Path) -> None:
+    (tmp_path / "a.eml").write_bytes(POSITIVES[0].data)
+    port = free_port()  # nothing listens there
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "scan", "--record", "--database",
+         f"postgresql://nobody@127.0.0.1:{port}/x", str(tmp_path / "a.eml")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unavailable" in lines[0] and f"127.0.0.1:{port}" in lines[0]

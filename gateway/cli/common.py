@@ -50,23 +50,42 @@ def settings_from(config_file: Path | None, flags: Mapping[str, Any] | None = No
     return settings
 
 
-class DatabaseGroup(click.Group):
-    """A command group whose commands use the database: a database error is one line, exit 1.
+def _database_error(ctx: click.Context, exc: Exception, exit_code: int = 1) -> click.ClickException:
+    """A database error as one line naming the database (password masked), the driver's reason
+    and what to check; any other exception is raised again."""
+    from sqlalchemy.exc import DBAPIError
 
-    The line names the database (password masked) and the driver's reason, and what to check.
-    """
+    if not isinstance(exc, DBAPIError):
+        raise exc
+    from storage.db import describe_error
+
+    url = str(ctx.meta.get(_DATABASE_URL, ""))
+    line = f"{describe_error(url, exc)} (check database.url or --database, and that the server runs)"
+    return click.ClickException(line) if exit_code == 1 else _ExitTwo(line)
+
+
+class _ExitTwo(click.ClickException):
+    """The same one line, exit status 2."""
+
+    exit_code = 2
+
+
+class DatabaseGroup(click.Group):
+    """A command group whose commands use the database: a database error is one line, exit 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except Exception as exc:
-            from sqlalchemy.exc import DBAPIError
+            raise _database_error(ctx, exc) from None
 
-            if not isinstance(exc, DBAPIError):
-                raise
-            from storage.db import describe_error
 
-            url = str(ctx.meta.get(_DATABASE_URL, ""))
-            raise click.ClickException(
-                f"{describe_error(url, exc)} (check database.url or --database, and that the server runs)"
-            ) from None
+class DatabaseCommand(click.Command):
+    """A single command that uses the database: a database error is one line, exit status 2
+    (``bouncegw scan`` gives 0 and 1 their grep meanings)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            raise _database_error(ctx, exc, exit_code=2) from None

@@ -12,7 +12,8 @@ the same settings ``serve`` reads) with ``source = scan`` and the relay's finger
 scan, or a scan of mail the relay already recorded, adds nothing twice.
 
 Exit status, as grep's: 0 family recipients found, 1 none found, 2 an input named on the command
-line could not be read (the rest is still scanned and reported), 130 interrupted (Ctrl-C: what was
+line could not be read (the rest is still scanned and reported) or, with ``--record``, the
+database could not be used (one line naming it), 130 interrupted (Ctrl-C: what was
 recorded so far stays recorded and the summary says how far the scan got). Messages that do not
 parse are counted and listed in the summary; they do not change the exit status.
 """
@@ -26,7 +27,7 @@ from typing import Any
 
 import click
 
-from gateway.cli.common import cli, config_option, database_option, settings_from
+from gateway.cli.common import DatabaseCommand, cli, config_option, database_option, settings_from
 
 FORMATS = ("table", "jsonl", "csv")
 #: One row per family recipient: (heading, incident field).
@@ -41,7 +42,7 @@ HEADINGS = ("location", "date", *(h for h, _ in ROW_FIELDS))
 RECORD_BATCH = 500
 
 
-@cli.command("scan")
+@cli.command("scan", cls=DatabaseCommand)
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
 @click.option("-r", "--recursive", is_flag=True, help="Descend into sub-folders (Maildir and MH ones too).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
