@@ -1,8 +1,8 @@
 """Write what a sender sees: an annotated Exchange Online bounce, as text, HTML and PNG.
 
-Runs the real code path (``gateway.dsn.parse`` -> ``gateway.classify.classify``
--> ``gateway.explain.annotate``) on one of the built positives (Exchange Online
-layout, 5.7.133 to a group) and writes into ``deploy/docs/``:
+Runs the real code path (``gateway.bounce.parse.parse`` -> ``gateway.explain.annotate``) on one
+of the built positives (Exchange Online layout, 5.7.133 to a group) and writes into
+``deploy/docs/``:
 
 * ``explained-example.eml``  the annotated message as relayed;
 * ``explained-example.txt``  its decoded text/plain part;
@@ -29,9 +29,8 @@ from datetime import UTC, datetime
 from email import policy
 from pathlib import Path
 
-from gateway.classify import classify
+from gateway.bounce.parse import parse
 from gateway.config import ExplainSettings
-from gateway.dsn import parse
 from gateway.explain import annotate, render
 from tests.advice_reports import NOW, VARIANTS, report
 from tests.positives import POSITIVES
@@ -127,7 +126,7 @@ def explained_example() -> bytes:
     data = next(p.data for p in POSITIVES if p.name == SAMPLE)
     return annotate(
         data,
-        classify(parse(data)),
+        parse(data),
         incident_ids=["01JH8Z3K4Q5R6S7T8V9W0XYZAB"],
         now=datetime(2025, 1, 6, 9, 30, tzinfo=UTC),
         settings=ExplainSettings(),

@@ -6,8 +6,9 @@ about ten times what these few short blocks need, because of its per-line machin
 in which every line is a field or the folding of one is read here, into exactly the fields that
 parser would store (``tests/test_parse_fast_paths.py`` compares the two on the whole corpus).
 Anything unusual (a first line that is folded, a line that is no field, an mbox ``From_`` line)
-goes to the stdlib parser, and with it its defect handling. :func:`empty_line` finds where a
-header block ends.
+goes to the stdlib parser, and with it its defect handling. :func:`split` and :func:`empty_line`
+find where a header block ends; :func:`raw_fields` cuts a block into its fields as they are written
+(for editing them byte for byte).
 
 Raw UTF-8 in header fields is allowed by RFC 6532 (Japanese carriers send it); the bytes parser
 would turn it into opaque "unknown-8bit" Header objects. So the block is decoded as UTF-8, and
@@ -23,35 +24,72 @@ from email.message import Message
 from email.parser import HeaderParser
 from typing import Final
 
-#: One field: its name (printable US-ASCII except ":", as the stdlib's feedparser accepts it;
-#: RFC 5322 §2.2), then its value with any folded lines, then the line break that ends it.
+#: A field name: printable US-ASCII except ":" (RFC 5322 §2.2), as the stdlib's feedparser accepts it.
+FIELD_NAME: Final = "[!-9;-~]+"
+FIELD_NAME_BYTES: Final = FIELD_NAME.encode("ascii")
+
+#: One field: its name, then its value with any folded lines, then the line break that ends it.
 #: The feedparser breaks lines at CRLF, LF or CR.
 _FIELD_RE: Final = re.compile(
-    r"([!-9;-~]+):[ \t]*([^\r\n]*(?:(?:\r\n|\n|\r)[ \t][^\r\n]*)*)(?:\r\n|\n|\r|\Z)"
+    "(" + FIELD_NAME + r"):[ \t]*([^\r\n]*(?:(?:\r\n|\n|\r)[ \t][^\r\n]*)*)(?:\r\n|\n|\r|\Z)"
 )
+_FIELD_NAME_RE: Final = re.compile(b"(" + FIELD_NAME_BYTES + rb")[ \t]*:")
+#: A line and its line break (LF ends it; a CR before it stays part of the line).
+_RAW_LINE_RE: Final = re.compile(rb"[^\n]*\n|[^\n]+$")
 #: The empty line that ends the block.
 _EMPTY_LINE_RE: Final = re.compile(r"\r\n|\n|\r|\Z")
 
 
-#: The empty line that ends a header block, whatever the line ends, in the order a regular
-#: expression alternation would try them.
+#: The empty line that ends a header block, whatever the line ends. No two of them can start at
+#: the same octet, so the leftmost found is the one a regular expression alternation finds.
 _EMPTY_LINES: Final = (b"\r\n\r\n", b"\n\n", b"\r\r", b"\r\n\n", b"\n\r\n")
+#: The same, the likeliest first for a block whose first line ends in CRLF, and for any other.
+_CRLF_FIRST: Final = _EMPTY_LINES
+_LF_FIRST: Final = (b"\n\n", b"\r\n\r\n", b"\r\r", b"\r\n\n", b"\n\r\n")
 
 
 def empty_line(data: bytes, start: int = 0, end: int | None = None) -> tuple[int, int] | None:
-    """(start, end) of the first empty line in ``data[start:end]``: the leftmost, then the first
-    in :data:`_EMPTY_LINES` (what ``re.search`` on their alternation finds). A regular expression
-    has no literal to skip ahead with here and crawls through a long header block (Exchange's
-    run to 13 KB); ``bytes.find`` does not.
+    """(start, end) of the first empty line in ``data[start:end]`` (what ``re.search`` on the
+    alternation of :data:`_EMPTY_LINES` finds). A regular expression has no literal to skip ahead
+    with here and crawls through a long header block (Exchange's run to 13 KB); ``bytes.find``
+    does not. The separator the first line's ending suggests is searched first: looking for
+    CRLFCRLF in LF-only mail would scan the whole body.
     """
     stop = len(data) if end is None else end
+    first_break = data.find(b"\n", start, stop)
+    crlf = first_break > start and data[first_break - 1] == 0x0D
+    if crlf:
+        at = data.find(b"\r\n\r\n", start, stop)
+        # Any other empty line before it holds a bare LF or CR CR: in a block of CRLF lines
+        # there is none (the usual case, told by three scans of the block instead of four).
+        if (
+            at >= 0
+            and data.count(b"\n", start, at) == data.count(b"\r\n", start, at)
+            and data.find(b"\r\r", start, at + 1) < 0
+        ):
+            return at, at + 4
+    elif first_break >= 0:
+        at = data.find(b"\n\n", start, stop)
+        # Every other empty line holds a CR: with none before it, this is the first.
+        if at >= 0 and data.find(b"\r", start, at) < 0:
+            return at, at + 2
     best: tuple[int, int] | None = None
-    for sep in _EMPTY_LINES:
+    for sep in _CRLF_FIRST if crlf else _LF_FIRST:
         # A later alternative wins only by starting earlier: search no further than that.
         at = data.find(sep, start, stop if best is None else min(stop, best[0] - 1 + len(sep)))
         if at >= 0 and (best is None or at < best[0]):
             best = (at, at + len(sep))
     return best
+
+
+def split(data: bytes) -> tuple[int, int]:
+    """(end of the header block, first body byte) of a message or a MIME entity (RFC 5322 §2.1:
+    header fields, an empty line, the body). An entity that opens with the empty line has no
+    fields; one without an empty line is all header block."""
+    if data.startswith((b"\r\n", b"\n", b"\r")):
+        return 0, 2 if data.startswith(b"\r\n") else 1
+    found = empty_line(data)
+    return (len(data), len(data)) if found is None else found
 
 
 def parse(block: bytes) -> Message:
@@ -81,3 +119,25 @@ def plain_fields(text: str) -> list[tuple[str, str]] | None:
         fields.append((match.group(1), match.group(2)))
         at = match.end()
     return fields
+
+
+def raw_fields(block: bytes) -> tuple[list[bytes], bytes]:
+    """A header block cut into its fields as written (each with its folded lines and line breaks),
+    and what follows the last field (the empty line, and a body if ``block`` holds one)."""
+    lines = _RAW_LINE_RE.findall(block)
+    fields: list[bytes] = []
+    index = 0
+    while index < len(lines) and lines[index].strip(b"\r\n"):
+        line = lines[index]
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += line
+        else:
+            fields.append(line)
+        index += 1
+    return fields, b"".join(lines[index:])
+
+
+def field_name(field: bytes) -> bytes:
+    """The lower-cased name of a raw field (empty when the line is no field)."""
+    match = _FIELD_NAME_RE.match(field)
+    return match.group(1).lower() if match else b""

@@ -51,9 +51,9 @@ from prometheus_client import (
     multiprocess,
 )
 
-from gateway import codes
+from gateway.bounce import family
+from gateway.bounce.report import FORMAT_RFC3464, FORMAT_RFC6533, FORMAT_TEXT
 from gateway.explain import arc
-from gateway.report import FORMAT_RFC3464, FORMAT_RFC6533, FORMAT_TEXT
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -73,7 +73,7 @@ PARSE_STAGES = ("parse", "internal")
 ANNOTATION_OUTCOMES = ("annotated", "already_explained", "too_large", "failed")
 STORAGE_PATHS = ("database", "journal", "replayed", "rejected")
 #: (category, variant) pairs come from the family table, so the set is closed.
-FAMILY_KINDS = codes.FAMILY.kinds
+FAMILY_KINDS = family.FAMILY.kinds
 
 # -- the metrics -------------------------------------------------------------------------------
 BUILD_INFO = Gauge(
@@ -257,7 +257,7 @@ def _bounded(value: str | None, allowed: Iterable[str]) -> str:
 def count_family(category: str | None, variant: str | None, count: int = 1) -> None:
     kind = (category or "", variant or "")
     # The table in force (an extended one too): its kinds are the label values.
-    FAMILY.labels(*(kind if kind in codes.FAMILY.kinds else ("other", "other"))).inc(count)
+    FAMILY.labels(*(kind if kind in family.FAMILY.kinds else ("other", "other"))).inc(count)
 
 
 def count_bounce(fmt: str) -> None:

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gateway.bounce.report import BounceReport
 from gateway.relay import Reply
-from gateway.report import BounceReport
 from gateway.transaction import MessageContext
 
 

@@ -37,7 +37,9 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from gateway import classify, dsn, header_block, prefilter
+from gateway import header_block
+from gateway.bounce import prefilter
+from gateway.bounce.parse import parse
 from gateway.identity import as_on_the_wire, bounce_digest
 from gateway.transaction import MessageContext
 from storage.incidents import SOURCE_SCAN, IncidentRecord, build_incidents, stable_ids
@@ -211,7 +213,7 @@ def examine(message: Message, *, instance: str, store_subjects: bool) -> Examine
     """Parse and classify one candidate; the incidents it would make (never raises)."""
     wire = as_on_the_wire(message.data)
     try:
-        report = classify.classify(dsn.parse(wire))
+        report = parse(wire)
     except Exception as exc:  # a message that does not parse is counted, never the end of a scan
         return Examined(message.location, False, problem=f"not parseable: {type(exc).__name__}")
     if not report.family:

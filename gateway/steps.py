@@ -19,13 +19,15 @@ import logging
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from gateway import classify, dsn, loops, metrics, offload, prefilter, replies
+from gateway import loops, metrics, offload, replies
+from gateway.bounce import prefilter
+from gateway.bounce.parse import ParseError, parse
+from gateway.bounce.report import BounceReport
 from gateway.config import Settings
 from gateway.explain import AlreadyExplained, TooLarge, annotate, arc
 from gateway.identity import bounce_digest
 from gateway.pipeline import Deferred, Processed
 from gateway.relay import Reply
-from gateway.report import BounceReport
 from gateway.transaction import MessageContext
 from storage.incidents import IncidentRecord, build_incidents, stable_ids
 from storage.recorder import Recorder
@@ -60,7 +62,7 @@ class StepCounters:
 def _detect(data: bytes, envelope_sender: str) -> BounceReport:
     # The envelope's null sender (RFC 5321 section 4.5.5) marks a bounce in transit, where no
     # Return-Path header has been written yet.
-    return classify.classify(dsn.parse(data, envelope_sender=envelope_sender))
+    return parse(data, envelope_sender=envelope_sender)
 
 
 #: Family recipients named one by one in the transaction's log line; the rest are counted.
@@ -109,7 +111,7 @@ class Detect:
             # Off the loop whatever the size: a small bounce can still list thousands of
             # recipients or nest deeply (see gateway.offload).
             report = await offload.off_loop(_detect, data, ctx.mail_from)
-        except dsn.ParseError as exc:
+        except ParseError as exc:
             self.counters.parse_failures["parse"] += 1
             metrics.PARSE_FAILURES.labels("parse").inc()
             log.info("transaction %s: not parseable as a bounce: %s", ctx.transaction_id, exc)

@@ -54,7 +54,11 @@ def printable(text: str, *, ascii_only: bool = False, limit: int | None = None) 
     return text
 
 
-def clip(text: str, limit: int) -> str:
+#: How long a piece of evidence (a diagnostic line, a matched header) is kept.
+EVIDENCE_LIMIT = 200
+
+
+def clip(text: str, limit: int = EVIDENCE_LIMIT) -> str:
     """One line for evidence: whitespace collapsed, non-printable characters replaced by ``?``."""
     text = " ".join(text.split())
     if not text.isprintable():

@@ -29,7 +29,7 @@ from typing import Any, Final, Literal, get_args
 
 from ulid import ULID
 
-from gateway.report import BounceReport, RecipientReport
+from gateway.bounce.report import BounceReport, RecipientReport
 from gateway.transaction import MessageContext
 
 #: ``IncidentRecord.source``: found in the mail flow, or read from a mailbox by ``bouncegw scan``.

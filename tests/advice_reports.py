@@ -6,9 +6,7 @@ import re
 from datetime import UTC, datetime
 from html import unescape
 
-from gateway.config import ExplainSettings
-from gateway.explain import render
-from gateway.report import (
+from gateway.bounce.report import (
     CATEGORY_SENDER_NOT_ALLOWED,
     CATEGORY_SENDER_NOT_AUTHENTICATED,
     FORMAT_RFC3464,
@@ -16,6 +14,8 @@ from gateway.report import (
     OriginalMessage,
     RecipientReport,
 )
+from gateway.config import ExplainSettings
+from gateway.explain import render
 
 NOW = datetime(2026, 11, 30, 15, 4, tzinfo=UTC)
 

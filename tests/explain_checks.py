@@ -7,7 +7,7 @@ import re
 from email import policy
 from email.message import Message
 
-from gateway.report import HumanPart
+from gateway.bounce.report import HumanPart
 
 HEADER_RE = re.compile(rb"^X-Bouncegw-Explained: [^\r\n]*\r?\n(?:[ \t][^\r\n]*\r?\n)*", re.IGNORECASE)
 

@@ -1,7 +1,7 @@
 """Hand-built bounces for the explanation tests, with their BounceReport.
 
 Messages are assembled piece by piece so the byte offsets of every human part
-(``HumanPart``) are known exactly, independently of ``gateway.dsn``.
+(``HumanPart``) are known exactly, independently of ``gateway.bounce.parse``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import binascii
 import re
 from dataclasses import dataclass, field
 
-from gateway.report import (
+from gateway.bounce.report import (
     CATEGORY_SENDER_NOT_ALLOWED,
     CATEGORY_SENDER_NOT_AUTHENTICATED,
     FORMAT_RFC3464,

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from gateway import dsn
+from gateway.bounce import mime
 
 Flat = list[tuple[int, str, tuple[tuple[str, str], ...], str, int | None, int | None, int | None]]
 
 
-def flat(node: dsn._Node, depth: int = 0) -> Flat:
+def flat(node: mime.Node, depth: int = 0) -> Flat:
     unread_end = (depth == 0 and node.ctype.startswith("multipart/")) or node.ctype.startswith("message/")
     row = (
         depth,

@@ -14,8 +14,8 @@ import base64
 import quopri
 from dataclasses import dataclass, field
 
-from gateway.report import CATEGORY_SENDER_NOT_ALLOWED as NOT_ALLOWED
-from gateway.report import CATEGORY_SENDER_NOT_AUTHENTICATED as NOT_AUTH
+from gateway.bounce.report import CATEGORY_SENDER_NOT_ALLOWED as NOT_ALLOWED
+from gateway.bounce.report import CATEGORY_SENDER_NOT_AUTHENTICATED as NOT_AUTH
 
 Expected = tuple[str, str, str, str]  # (recipient, status, category, variant)
 

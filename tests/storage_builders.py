@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from gateway.report import (
+from gateway.bounce.report import (
     CATEGORY_SENDER_NOT_AUTHENTICATED,
     FORMAT_RFC3464,
     BounceReport,

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.classify import classify
+from gateway.bounce.parse import parse
+from gateway.bounce.prefilter import might_be_family_bounce
+from gateway.bounce.report import BounceReport
 from gateway.config import ExplainSettings
-from gateway.dsn import parse
 from gateway.explain import annotate
-from gateway.prefilter import might_be_family_bounce
-from gateway.report import BounceReport
 from tests.benchmarks import messages
 from tests.benchmarks.messages import KIB, SEQ, exchange_online
 
@@ -102,7 +101,7 @@ def test_bouncegw_reads_one_group_recipient(size: int) -> None:
     data = sent(size)
     assert len(data.split(b"\r\n\r\n", 1)[0]) >= 5 * KIB, "a real-sized root header block"
     assert might_be_family_bounce(data)
-    report = classify(parse(data))
+    report = parse(data)
     assert report.is_bounce
     assert report.format == "rfc3464"
     assert family_of(report) == FAMILY
@@ -112,10 +111,10 @@ def test_bouncegw_reads_one_group_recipient(size: int) -> None:
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s // KIB}KiB")
 def test_annotate_keeps_the_family_recipient(size: int) -> None:
     data = sent(size)
-    report = classify(parse(data))
+    report = parse(data)
     out = annotate(data, report, incident_ids=["01J0INCIDENT"], now=NOW, settings=ExplainSettings())
     assert out.startswith(b"X-Bouncegw-Explained: ")
-    again = classify(parse(out))
+    again = parse(out)
     assert again.already_explained
     assert family_of(again) == FAMILY
 

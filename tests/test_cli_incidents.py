@@ -179,7 +179,7 @@ async def test_piped_table_keeps_whole_values(tmp_path: Path) -> None:
 
 
 def test_variant_and_code_are_validated_against_the_tables(migrated_url: str) -> None:
-    from gateway.codes import ROWS
+    from gateway.bounce.family import ROWS
 
     variants = {row.variant for row in ROWS}
     result = CliRunner().invoke(cli, ["incidents", "list", "--database", migrated_url, "--variant", "bogus"])

@@ -224,13 +224,13 @@ async def test_a_repeated_bounce_names_the_incident_that_exists(
 
 
 def test_a_mailbox_copy_names_the_relays_incident_ids() -> None:
-    from gateway import classify, dsn
+    from gateway.bounce.parse import parse
     from gateway.identity import bounce_digest
     from gateway.scan import Message, examine
     from storage.incidents import stable_ids
 
     original = POSITIVES[0].data
-    relay_ids = stable_ids(classify.classify(dsn.parse(original)), bounce_digest(original))
+    relay_ids = stable_ids(parse(original), bounce_digest(original))
     # As delivered to a mailbox: trace fields on top, LF line ends.
     stored = b"Return-Path: <>\r\nDelivered-To: postmaster@example.org\r\n" + original
     examined = examine(

@@ -1,7 +1,7 @@
 """Guard: the private members of aiosmtpd, asyncio and flanker that bouncegw relies on.
 
 ``gateway/server.py`` (the listener) subclasses aiosmtpd's ``SMTP`` and uses its private
-members; ``gateway/dsn.py`` reads flanker's part offsets. pyproject.toml therefore caps
+members; ``gateway/bounce/mime.py`` reads flanker's part offsets. pyproject.toml therefore caps
 aiosmtpd below 1.5 and pins flanker. Before raising either bound, run this module on the new
 release (and on every new Python: ``StreamReader._buffer`` is CPython's): each test names the
 member whose shape or behaviour changed, instead of the listener misbehaving at run time.
@@ -17,7 +17,7 @@ import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from gateway import replies
-from gateway.dsn import mime  # flanker.mime, imported there with its import-time warnings hidden
+from gateway.bounce.mime import flanker_mime as mime  # imported there with its import-time warnings hidden
 from gateway.server import RelayEnvelope, RelaySession, RelaySMTP
 from tests.conftest import GatewayFactory
 from tests.recording_server import RecordingServer
@@ -154,7 +154,7 @@ async def test_stream_reader_buffer_accepts_a_prefix(data: bytes) -> None:
 
 
 def test_flanker_part_offsets() -> None:
-    """gateway/dsn.py reads each part's _container: _load_headers(), start, _body_start, end."""
+    """gateway/bounce/mime.py reads each part's _container: _load_headers(), start, _body_start, end."""
     text = (
         "Content-Type: multipart/report; report-type=delivery-status; boundary=b1\r\n"
         "\r\n"

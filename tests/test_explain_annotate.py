@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.bounce.report import HumanPart
 from gateway.config import ExplainSettings, load_settings
 from gateway.explain import AlreadyExplained, ExplainError, annotate, headers, validate
-from gateway.report import HumanPart
 from tests.explain_checks import (
     assert_outside_identical,
     delivery_status_fields,

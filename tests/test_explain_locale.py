@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from gateway.bounce.parse import parse
+from gateway.bounce.report import OriginalMessage
 from gateway.config import ExplainSettings, load_settings
-from gateway.dsn import parse
 from gateway.explain import locale
-from gateway.report import OriginalMessage
 from tests.advice_reports import flat_html, flat_text, rendered, report
 from tests.positives import crlf, delivery_status, multipart, part, root_headers, status_group
 

@@ -1,4 +1,4 @@
-"""parse() + classify() + annotate() over every built positive and the corpus's Exchange samples.
+"""parse() (which classifies) + annotate() over every built positive and the corpus's Exchange samples.
 
 Byte-for-byte: outside the human parts the parser located, the output is the input
 (only the X-Bouncegw-Explained header is added); the delivery-status fields re-parse
@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.classify import classify
+from gateway.bounce.parse import parse
+from gateway.bounce.report import RecipientReport
 from gateway.config import ExplainSettings
-from gateway.dsn import parse
 from gateway.explain import AlreadyExplained, ExplainError, annotate
-from gateway.report import RecipientReport
 from tests.corpus_table import CORPUS
 from tests.explain_checks import assert_outside_identical, delivery_status_fields, human_texts, longest_line
 from tests.positives import POSITIVES
@@ -27,7 +26,7 @@ EXCHANGE_SAMPLES = sorted((CORPUS / "sisimai" / "maildir" / "bsd").glob("lhost-e
 
 
 def _check(data: bytes) -> bytes:
-    report = classify(parse(data))
+    report = parse(data)
     assert report.family, "the sample must have a family recipient"
     ids = [f"01TEST{i:04d}" for i in range(len(report.family))]
     out = annotate(data, report, incident_ids=ids, now=NOW, settings=SETTINGS)
@@ -42,7 +41,7 @@ def _check(data: bytes) -> bytes:
     assert "メッセージは配信されませんでした" in joined
     for rcpt in report.family:
         assert rcpt.recipient is None or rcpt.recipient in " ".join(joined.split())
-    again = classify(parse(out))
+    again = parse(out)
     assert again.already_explained
     with pytest.raises(AlreadyExplained):
         annotate(out, again, incident_ids=None, now=NOW, settings=SETTINGS)
@@ -69,7 +68,7 @@ def test_corpus_exchange_samples(path: Path) -> None:
     its human parts, or be refused with ExplainError (never damaged output).
     """
     data = path.read_bytes()
-    report = classify(parse(data))
+    report = parse(data)
     if not report.human_parts:
         pytest.skip("the parser found no human part (not a bounce)")
     if not report.recipients:
@@ -89,7 +88,7 @@ def test_corpus_exchange_samples(path: Path) -> None:
 
 def test_the_real_legacy_authrequired_bounce() -> None:
     data = (CORPUS / "sisimai" / "maildir" / "bsd" / "lhost-exchange2007-04.eml").read_bytes()
-    report = classify(parse(data))
+    report = parse(data)
     assert [r.variant for r in report.family] == ["legacy"]
     out = _check(data)
     # ISO-2022-JP quoted-printable human part: kept ISO-2022-JP, still quoted-printable.

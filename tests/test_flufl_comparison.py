@@ -12,7 +12,7 @@ import warnings
 
 from flufl.bounce import all_failures
 
-from gateway.dsn import ParseError, parse
+from gateway.bounce.parse import ParseError, parse
 from tests.corpus_table import require_corpus, samples
 
 

@@ -13,7 +13,7 @@ import sys
 import httpx
 import pytest
 
-from gateway import classify, dsn
+from gateway.bounce.parse import parse
 from storage.db import SchemaOutOfDate, upgrade
 from storage.repository import IncidentFilter, Repository
 from tests.conftest import GatewayFactory
@@ -53,11 +53,11 @@ async def test_family_bounce_is_explained_and_recorded(
     # the machine-readable part reads the same after annotation
     assert delivery_status_fields(out) == delivery_status_fields(positive.data)  # type: ignore[attr-defined]
     # and the output is still the same bounce to the parser
-    again = classify.classify(dsn.parse(out))
+    again = parse(out)
     assert again.already_explained
     assert [(r.recipient, r.variant) for r in again.family] == [
         (r.recipient, r.variant)
-        for r in classify.classify(dsn.parse(positive.data)).family  # type: ignore[attr-defined]
+        for r in parse(positive.data).family  # type: ignore[attr-defined]
     ]
     # recorded before the upstream heard 250: visible through the admin API at once
     rows = await asyncio.to_thread(incidents, f"http://127.0.0.1:{app.http_port}")

@@ -17,7 +17,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway import classify, dsn, metrics
+from gateway import metrics
+from gateway.bounce.parse import parse as parse_bounce
 from gateway.logs import setup_logging
 from tests.conftest import GatewayFactory
 from tests.positives import POSITIVES
@@ -67,7 +68,7 @@ async def test_live_exposition_has_every_metric_of_the_dashboard_and_rules_and_c
     hop: RecordingServer, make_gateway: GatewayFactory
 ) -> None:
     positive = next(p for p in POSITIVES if len(p.expected) == 1)
-    report = classify.classify(dsn.parse(positive.data))
+    report = parse_bounce(positive.data)
     (rcpt,) = report.family
     app = await make_gateway(hop.address)
     _, before = await scrape(app.http_port)
@@ -293,7 +294,7 @@ async def test_one_json_line_per_transaction_without_bodies(
     assert ordinary["sender"] == "alice@example.org" and ordinary["recipients"] == 2
     assert ordinary["size"] == len(MESSAGE) and ordinary["incidents"] == [] and ordinary["bounce"] is None
     assert bounce["sender"] == "" and bounce["size"] == len(positive.data)
-    report = classify.classify(dsn.parse(positive.data))
+    report = parse_bounce(positive.data)
     assert bounce["bounce"] == report.format and bounce["bounce_id"] == report.message_id
     assert isinstance(bounce["incidents"], list) and len(bounce["incidents"]) == 1
     assert str(bounce["incidents"][0]).encode() in hop.messages[1].data  # the id in the explained bounce

@@ -1,7 +1,7 @@
 """Deep MIME nesting: bounded, iterative, linear; what sits above the depth cap is still read.
 
 The recursive parsers (flanker, the standard library) hit Python's recursion limit a few hundred
-levels down; ``gateway.dsn`` never hands them such a message and walks the boundaries itself.
+levels down; ``gateway.bounce.mime`` never hands them such a message and walks the boundaries itself.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from contextlib import contextmanager
 
 import pytest
 
-from gateway import dsn, header_block
-from gateway.classify import classify
+from gateway import header_block
+from gateway.bounce import mime
+from gateway.bounce.parse import parse
 from tests.corpus_table import require_corpus, samples
 from tests.mime_trees import flat
 from tests.nesting import DEEP_RECIPIENT, buried_bounce, deep_bounce, nested
@@ -37,7 +38,7 @@ def test_depth_cap_is_a_documented_constant() -> None:
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    assert f"{dsn.MAX_DEPTH} levels" in readme
+    assert f"{mime.MAX_DEPTH} levels" in readme
 
 
 @pytest.mark.parametrize("plain", [True, False], ids=["declared-path", "walk-past-a-defect"])
@@ -46,9 +47,8 @@ def test_bounce_nested_3000_deep_is_read_above_the_cap(plain: bool) -> None:
     if not plain:  # an 8-bit header: the declared path declines, the walk must still answer
         data = b"X-Note: caf\xc3\xa9\r\n" + data
     assert 200_000 < len(data) < 300_000
-    parse = dsn.parse  # resolved before the limit is lowered
     with recursion_headroom(120):
-        report = classify(parse(data))
+        report = parse(data)
     assert report.is_bounce and report.nesting_capped
     assert [(r.recipient, r.status, r.variant) for r in report.family] == [
         (DEEP_RECIPIENT, "5.7.133", "group")
@@ -57,14 +57,14 @@ def test_bounce_nested_3000_deep_is_read_above_the_cap(plain: bool) -> None:
 
 
 def test_bounce_buried_below_the_cap_is_no_family_bounce() -> None:
-    report = classify(dsn.parse(buried_bounce(3000)))
+    report = parse(buried_bounce(3000))
     assert report.nesting_capped
     assert report.family == []
 
 
 def test_shallow_messages_are_not_capped() -> None:
     for positive in POSITIVES:
-        assert not dsn.parse(positive.data).nesting_capped, positive.name
+        assert not parse(positive.data).nesting_capped, positive.name
 
 
 def test_nesting_cost_is_linear() -> None:
@@ -73,7 +73,7 @@ def test_nesting_cost_is_linear() -> None:
         best = float("inf")
         for _ in range(3):
             start = time.perf_counter()
-            dsn.parse(data)
+            parse(data)
             best = min(best, time.perf_counter() - start)
         return best
 
@@ -82,11 +82,11 @@ def test_nesting_cost_is_linear() -> None:
     assert large / small < 8, (small, large)
 
 
-def both(data: bytes) -> tuple[dsn._Node | None, dsn._Node]:
-    src = dsn._Source(data)
-    header_end, _ = dsn._root_header_end(data)
+def both(data: bytes) -> tuple[mime.Node | None, mime.Node]:
+    src = mime.Source(data)
+    header_end, _ = header_block.split(data)
     root = header_block.parse(data[:header_end])
-    return dsn._declared_tree(src, root, dsn.MAX_DEPTH), dsn._walked_tree(src, root, dsn.MAX_DEPTH)
+    return mime.declared_tree(src, root, mime.MAX_DEPTH), mime.walked_tree(src, root, mime.MAX_DEPTH)
 
 
 @pytest.mark.parametrize("sample", POSITIVES + NEGATIVES, ids=lambda p: p.name)
@@ -101,7 +101,7 @@ def test_walk_matches_the_declared_tree_on_the_corpus() -> None:
     compared = 0
     for sample in samples():
         data = sample.path.read_bytes()
-        if dsn._cr_only(data):
+        if mime.cr_only(data):
             continue
         declared, walked = both(data)
         if declared is not None:
@@ -113,12 +113,12 @@ def test_walk_matches_the_declared_tree_on_the_corpus() -> None:
 @pytest.mark.parametrize("levels", [10, 49, 50, 51, 80])
 def test_walk_matches_flanker_and_the_stdlib_where_they_can_recurse(levels: int) -> None:
     data = deep_bounce(levels)
-    src = dsn._Source(data)
-    header_end, _ = dsn._root_header_end(data)
-    walked = dsn._walked_tree(src, header_block.parse(data[:header_end]), dsn.MAX_DEPTH)
-    assert src.capped == (levels >= dsn.MAX_DEPTH)  # the deepest multipart sits at depth ``levels``
-    assert flat(walked) == flat(dsn._flanker_tree(dsn._Source(data), dsn.MAX_DEPTH))
-    stdlib = dsn._stdlib_tree(dsn._Source(data), dsn.MAX_DEPTH)
+    src = mime.Source(data)
+    header_end, _ = header_block.split(data)
+    walked = mime.walked_tree(src, header_block.parse(data[:header_end]), mime.MAX_DEPTH)
+    assert src.capped == (levels >= mime.MAX_DEPTH)  # the deepest multipart sits at depth ``levels``
+    assert flat(walked) == flat(mime.flanker_tree(mime.Source(data), mime.MAX_DEPTH))
+    stdlib = mime.stdlib_tree(mime.Source(data), mime.MAX_DEPTH)
     assert [(d, t) for d, t, *_ in flat(walked)] == [(d, t) for d, t, *_ in flat(stdlib)]
 
 

@@ -9,10 +9,9 @@ import quopri
 
 import pytest
 
-from gateway.classify import classify
-from gateway.dsn import parse
-from gateway.prefilter import might_be_family_bounce
-from gateway.report import BounceReport, HumanPart
+from gateway.bounce.parse import parse
+from gateway.bounce.prefilter import might_be_family_bounce
+from gateway.bounce.report import BounceReport, HumanPart
 from tests.positives import LAYOUT_NEGATIVES, LAYOUT_POSITIVES, NEGATIVES, POSITIVES
 
 
@@ -24,7 +23,7 @@ def test_there_are_enough_positives() -> None:
 @pytest.mark.parametrize("pos", POSITIVES, ids=[p.name for p in POSITIVES])
 def test_positive_is_found(pos) -> None:  # type: ignore[no-untyped-def]
     assert might_be_family_bounce(pos.data)
-    report = classify(parse(pos.data))
+    report = parse(pos.data)
     assert report.is_bounce
     assert report.format == pos.format
     got = [(r.recipient, r.status, r.category, r.variant) for r in report.family]
@@ -123,7 +122,7 @@ def test_negatives_never_hide_positives() -> None:
 @pytest.mark.parametrize("pos", LAYOUT_POSITIVES, ids=[p.name for p in LAYOUT_POSITIVES])
 def test_layout_from_public_reports_keeps_the_reported_status(pos) -> None:  # type: ignore[no-untyped-def]
     assert pos.source, "every layout row cites where it comes from"
-    family = classify(parse(pos.data)).family
+    family = parse(pos.data).family
     expected = pos.reported or [status for _, status, _, _ in pos.expected]
     assert [r.reported_status for r in family] == expected
 

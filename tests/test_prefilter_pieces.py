@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway import prefilter
+from gateway.bounce import prefilter
 
 HEAD = b"Return-Path: <>\r\nSubject: Undeliverable: report\r\n\r\n"
 FILLER = b"Delivery to the following recipients failed, nothing to see here.\r\n"
@@ -30,8 +30,8 @@ def test_a_base64_part_far_down_is_found() -> None:
 
 
 def test_the_overlap_covers_the_longest_token_with_soft_breaks() -> None:
-    from gateway import codes
+    from gateway.bounce import family
 
-    words = {t for row in codes.FAMILY.rows for t in (*row.tokens, *row.evidence_tokens)}
-    longest = max(len(w) for w in words | {row.code for row in codes.FAMILY.rows})
+    words = {t for row in family.FAMILY.rows for t in (*row.tokens, *row.evidence_tokens)}
+    longest = max(len(w) for w in words | {row.code for row in family.FAMILY.rows})
     assert longest * len(b"x=\r\n") < prefilter._OVERLAP

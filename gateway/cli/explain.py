@@ -18,18 +18,16 @@ from typing import Any
 
 import click
 
+from gateway.bounce.report import BounceReport
 from gateway.cli.common import cli, config_option, settings_from
-from gateway.report import BounceReport
 from gateway.textsafe import json_text, printable
 
 
 def load_and_parse(path: Path | str) -> BounceReport:
     """Read ``path``, parse and classify it (OSError / ParseError propagate)."""
-    from gateway.classify import classify
-    from gateway.dsn import parse
+    from gateway.bounce.parse import parse
 
-    data = Path(path).read_bytes()
-    return classify(parse(data))
+    return parse(Path(path).read_bytes())
 
 
 def report_json(path: str, report: BounceReport) -> dict[str, Any]:
@@ -76,7 +74,7 @@ def explain(config_file: Path | None, as_json: bool, summary: bool, files: tuple
     """Show how bouncegw reads bounce FILES, or the annotated message it would relay."""
     from datetime import UTC, datetime
 
-    from gateway.dsn import ParseError
+    from gateway.bounce.parse import ParseError
     from gateway.explain import ExplainError, annotate
 
     settings = settings_from(config_file) if not (as_json or summary) else None

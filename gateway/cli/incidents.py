@@ -3,7 +3,7 @@
 Filters (``list`` and ``stats``): ``--since/--until`` (a duration back from now such as ``24h`` or
 ``7d``, or an ISO date / date-time), ``--recipient``, ``--domain``, ``--sender`` (address, or a
 domain), ``--code`` (an enhanced status code), ``--variant`` (from the family table in
-``gateway.codes``), ``--source`` (relay or scan), ``--instance``. Output
+``gateway.bounce.family``), ``--source`` (relay or scan), ``--instance``. Output
 ``--format table|json|csv|ndjson|tsv``; on a terminal the table fits its width, anywhere else (a
 pipe, a file) nothing is cut, so ``grep`` finds whole values; a long export shows progress on
 stderr when stderr is a terminal.
@@ -72,7 +72,7 @@ def _status_code(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 
 def filter_options(func: F) -> F:
-    from gateway.codes import FAMILY
+    from gateway.bounce.family import FAMILY
 
     # Every variant the family table can give a recipient, and nothing else.
     variants = sorted({variant for _, variant in FAMILY.kinds})

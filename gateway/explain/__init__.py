@@ -1,7 +1,7 @@
 """Explain a 5.7.12-family bounce to its reader: add a bilingual block, touch nothing else.
 
 The pipeline calls :func:`annotate` with the raw bytes and the parsed,
-classified :class:`~gateway.report.BounceReport`. The block is rendered from
+classified :class:`~gateway.bounce.report.BounceReport`. The block is rendered from
 Jinja2 templates (:mod:`.render`), spliced into each human-readable part at the
 parser's byte offsets (:mod:`.splice`), one ``X-Bouncegw-Explained`` header is
 prepended (:mod:`.headers`), and the result is checked against the original
@@ -15,14 +15,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from gateway.bounce.report import HUMAN_CONTENT_TYPES, BounceReport
 from gateway.config import ExplainSettings
 from gateway.explain import dkim, headers, render, splice, validate
-from gateway.report import BounceReport
 
 __all__ = ["AlreadyExplained", "ExplainError", "TooLarge", "annotate"]
 
-#: Part types that get the block (RFC 2046 section 4.1, text/html per RFC 2854).
-HUMAN_TYPES = frozenset({"text/plain", "text/html"})
+#: Part types that get the block: the human-readable ones the parser lists.
+HUMAN_TYPES = frozenset(HUMAN_CONTENT_TYPES)
 
 #: Largest human-readable part the block is spliced into. Editing a part decodes, re-encodes
 #: and checks it, several copies of it at once; real notices are tens of kilobytes, so a larger

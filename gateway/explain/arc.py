@@ -44,9 +44,10 @@ import dns.resolver
 from gateway.config import HOST_NAME_RE, SELECTOR_RE, ExplainSettings, parse_dns_server
 from gateway.explain.headers import root_headers
 from gateway.explain.splice import line_ending
+from gateway.header_block import FIELD_NAME_BYTES
 
 #: One header field of the root header block: its name and its unfolded value.
-_FIELD = re.compile(rb"^([!-9;-~]+)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.MULTILINE)
+_FIELD = re.compile(b"^(" + FIELD_NAME_BYTES + rb")[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.MULTILINE)
 
 #: DKIM-Signature fields verified per message (a bounce is attacker input: bound the DNS work).
 MAX_SIGNATURES = 5

@@ -15,14 +15,16 @@ import re
 
 import dkim as dkimpy
 
+from gateway.bounce.report import EXPLAINED_HEADER
 from gateway.config import ExplainSettings
 from gateway.explain.headers import root_headers
 from gateway.explain.splice import line_ending
+from gateway.header_block import FIELD_NAME_BYTES
 
-_FIELD = re.compile(rb"^([!-9;-~]+)[ \t]*:", re.MULTILINE)
+_FIELD = re.compile(b"^(" + FIELD_NAME_BYTES + rb")[ \t]*:", re.MULTILINE)
 
 #: Headers covered by the new signature: dkimpy's recommended set plus ours.
-SIGNED_HEADERS: tuple[bytes, ...] = (*dkimpy.DKIM.SHOULD, b"x-bouncegw-explained")
+SIGNED_HEADERS: tuple[bytes, ...] = (*dkimpy.DKIM.SHOULD, EXPLAINED_HEADER.lower().encode("ascii"))
 
 
 class SigningError(RuntimeError):

@@ -18,29 +18,28 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from gateway import header_block
+from gateway.bounce.report import EXPLAINED_HEADER, BounceReport
 from gateway.explain.render import status_of
-from gateway.report import BounceReport
 
-HEADER_NAME = "X-Bouncegw-Explained"
 #: RFC 5322 section 2.1.1 recommends lines of at most 78 characters.
 FOLD_AT = 78
 
-_ROOT_FIELD = re.compile(rb"(?:\A|\n)x-bouncegw-explained[ \t]*:", re.IGNORECASE)
+_NAME_LOWER = EXPLAINED_HEADER.lower().encode("ascii")
+_ROOT_FIELD = re.compile(rb"(?:\A|\n)" + re.escape(_NAME_LOWER) + rb"[ \t]*:", re.IGNORECASE)
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
 
 
 def root_headers(data: bytes) -> bytes:
-    """The root header block, up to the first empty line (its first line break included)."""
-    # Every empty line (CRLF or LF ends) holds "\n\n" or "\n\r\n": two finds, not a regular
-    # expression that tries every byte of a long header block.
-    ends = [at for sep in (b"\n\n", b"\n\r\n") if (at := data.find(sep)) >= 0]
-    return data[: min(ends) + 1] if ends else data
+    """The root header block, up to the first empty line (its last line break included)."""
+    end, body = header_block.split(data)
+    return data[: end + (2 if data.startswith(b"\r\n", end) else 1)] if end < body else data
 
 
 def already_explained(data: bytes) -> bool:
     """The message's root headers already carry X-Bouncegw-Explained."""
     block = root_headers(data)
-    if b"x-bouncegw-explained" not in block.lower():
+    if _NAME_LOWER not in block.lower():
         return False
     return _ROOT_FIELD.search(block) is not None
 
@@ -64,7 +63,7 @@ def header_value(report: BounceReport, incident_ids: Sequence[str] | None) -> li
 def header_line(report: BounceReport, incident_ids: Sequence[str] | None, newline: bytes) -> bytes:
     """The whole field, folded after commas when long, ending with ``newline``."""
     items = header_value(report, incident_ids)
-    lines = [f"{HEADER_NAME}: {items[0]}"]
+    lines = [f"{EXPLAINED_HEADER}: {items[0]}"]
     for item in items[1:]:
         if len(lines[-1]) + 1 + len(item) > FOLD_AT:
             lines[-1] += ","

@@ -25,8 +25,8 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Final
 
+from gateway.bounce.report import OriginalMessage
 from gateway.explain.commands import address_of
-from gateway.report import OriginalMessage
 
 #: Charsets used (almost) only for Japanese text (IANA names and common aliases, lower case).
 JAPANESE_CHARSETS: Final = frozenset(

@@ -30,31 +30,31 @@ from jinja2.nodes import EvalContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup, escape
 
-from gateway import codes
-from gateway.config import ExplainSettings
-from gateway.explain import locale
-from gateway.explain.commands import address_of, powershell_argument, powershell_literal
-from gateway.report import (
+from gateway.bounce import family
+from gateway.bounce.report import (
     CATEGORY_SENDER_NOT_ALLOWED,
     CATEGORY_SENDER_NOT_AUTHENTICATED,
     BounceReport,
     RecipientReport,
 )
+from gateway.config import ExplainSettings
+from gateway.explain import locale
+from gateway.explain.commands import address_of, powershell_argument, powershell_literal
 
 #: Guidance entries the templates know (``content.j2`` of each language has one entry each),
-#: derived from the family table (``gateway.codes``): each row names its guidance. An unknown
+#: derived from the family table (``gateway.bounce.family``): each row names its guidance. An unknown
 #: variant falls back to the generic 5.7.12 text, which tells the admin how to find the
 #: recipient's kind.
 VARIANTS = tuple(
     dict.fromkeys(
-        row.explained_as for row in codes.FAMILY.rows if row.category == CATEGORY_SENDER_NOT_AUTHENTICATED
+        row.explained_as for row in family.FAMILY.rows if row.category == CATEGORY_SENDER_NOT_AUTHENTICATED
     )
 )
-SENDER_NOT_ALLOWED = codes.FAMILY.category_guidance[CATEGORY_SENDER_NOT_ALLOWED]
+SENDER_NOT_ALLOWED = family.FAMILY.category_guidance[CATEGORY_SENDER_NOT_ALLOWED]
 FALLBACK_VARIANT = "organization"
 
 #: Status code shown when the bounce did not give one (text-only bounces), per guidance entry.
-DEFAULT_STATUS: dict[str, str] = dict(codes.FAMILY.default_status)
+DEFAULT_STATUS: dict[str, str] = dict(family.FAMILY.default_status)
 
 #: Bounds on values from the bounce (an address is at most 254 octets, RFC 5321 section 4.5.3.1.3).
 MAX_ADDRESS = 254
@@ -96,10 +96,10 @@ class Rendered:
 
 def variant_of(recipient: RecipientReport) -> str:
     """Which guidance a family recipient gets (the family table's row for its kind)."""
-    family = codes.FAMILY
-    guidance = family.guidance.get((recipient.category or "", recipient.variant or ""))
+    table = family.FAMILY
+    guidance = table.guidance.get((recipient.category or "", recipient.variant or ""))
     if guidance is None:
-        guidance = family.category_guidance.get(recipient.category or "", FALLBACK_VARIANT)
+        guidance = table.category_guidance.get(recipient.category or "", FALLBACK_VARIANT)
     return guidance
 
 
@@ -108,7 +108,7 @@ def status_of(recipient: RecipientReport) -> str:
     status = recipient.status or ""
     if re.fullmatch(r"[245]\.\d{1,3}\.\d{1,3}", status):
         return status
-    return codes.FAMILY.default_status.get(variant_of(recipient), DEFAULT_STATUS[FALLBACK_VARIANT])
+    return family.FAMILY.default_status.get(variant_of(recipient), DEFAULT_STATUS[FALLBACK_VARIANT])
 
 
 _PLACEHOLDER = re.compile(r"\{(address|sender|id|name|first)\}")

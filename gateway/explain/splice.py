@@ -2,7 +2,7 @@
 
 The rest of the message is never re-serialised (flanker and the stdlib rewrite
 ancestors' headers, boundaries, preamble and epilogue): the parser recorded
-where each human part sits (:class:`gateway.report.HumanPart`), and this module
+where each human part sits (:class:`gateway.bounce.report.HumanPart`), and this module
 returns a replacement for exactly ``data[headers_start:body_end]``.
 
 Encoding policy (RFC 2045 sections 6 and 2.7-2.8, RFC 5322 section 2.1.1):
@@ -25,8 +25,9 @@ import codecs
 import re
 from dataclasses import dataclass
 
+from gateway.bounce.report import HUMAN_CONTENT_TYPES, HumanPart
 from gateway.explain.render import Rendered
-from gateway.report import HumanPart
+from gateway.header_block import field_name, raw_fields
 
 #: RFC 5322 section 2.1.1: a line is at most 998 octets, excluding CRLF.
 MAX_LINE = 998
@@ -37,7 +38,6 @@ _BODY_TAG = re.compile(r"""<body(?:\s(?:[^>"']|"[^"]*"|'[^']*')*)?>""", re.IGNOR
 _META_CHARSET = re.compile(r"""(<meta\s[^>]*?charset\s*=\s*["']?)([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 _CHARSET_PARAM = re.compile(rb"""(;\s*charset\s*=\s*)("[^"]*"|[^\s;()"]+)""", re.IGNORECASE)
 _CHARSET_2231 = re.compile(rb";\s*charset\*", re.IGNORECASE)
-_FIELD_NAME = re.compile(rb"([!-9;-~]+)[ \t]*:")
 
 
 class SpliceError(ValueError):
@@ -114,26 +114,6 @@ def _quoted_printable(raw: bytes, newline: bytes) -> bytes:
     return encoded
 
 
-def _fields(block: bytes) -> tuple[list[bytes], bytes]:
-    """Split a part's header block into fields (with folded lines) and the blank line after them."""
-    lines = re.findall(rb"[^\n]*\n|[^\n]+$", block)
-    fields: list[bytes] = []
-    index = 0
-    while index < len(lines) and lines[index].strip(b"\r\n"):
-        line = lines[index]
-        if line[:1] in (b" ", b"\t") and fields:
-            fields[-1] += line
-        else:
-            fields.append(line)
-        index += 1
-    return fields, b"".join(lines[index:])
-
-
-def _name(field: bytes) -> bytes:
-    match = _FIELD_NAME.match(field)
-    return match.group(1).lower() if match else b""
-
-
 def _with_charset(field: bytes, charset: bytes) -> bytes:
     if _CHARSET_2231.search(field):
         raise SpliceError("RFC 2231 charset parameter: not edited")
@@ -150,8 +130,8 @@ def _edit_headers(
     block: bytes, part: HumanPart, *, charset: bytes | None, cte: bytes | None, newline: bytes
 ) -> bytes:
     """Set the charset parameter and/or the transfer encoding; every other byte stays."""
-    fields, tail = _fields(block)
-    names = [_name(f) for f in fields]
+    fields, tail = raw_fields(block)
+    names = [field_name(f) for f in fields]
     if charset is not None:
         if b"content-type" in names:
             i = names.index(b"content-type")
@@ -181,7 +161,7 @@ def edit_part(data: bytes, part: HumanPart, rendered: Rendered) -> Edit:
     """The replacement for one human part: block added, encodings kept valid."""
     if not 0 <= part.headers_start <= part.body_start <= part.body_end <= len(data):
         raise SpliceError(f"offsets out of order or out of range: {part}")
-    if part.content_type not in ("text/plain", "text/html"):
+    if part.content_type not in HUMAN_CONTENT_TYPES:
         raise SpliceError(f"not a human-readable type: {part.content_type}")
     header_block = data[part.headers_start : part.body_start]
     body = data[part.body_start : part.body_end]

@@ -26,6 +26,7 @@ import re
 from email.message import Message
 
 from gateway import header_block
+from gateway.bounce.report import EXPLAINED_HEADER
 from gateway.explain.splice import Edit
 
 #: A boundary parameter anywhere in the message (RFC 2045 section 5.1); collecting too many only
@@ -74,13 +75,9 @@ def _parse(data: bytes) -> Message:
     several hundred lines) only to store it unchanged: a single part's body needs no parsing, and
     ``get_payload(decode=True)`` still undoes its transfer encoding by the stdlib's own rules.
     """
-    if data.startswith((b"\r\n", b"\n", b"\r")):  # no header fields at all
-        head, body = b"", data[2 if data.startswith(b"\r\n") else 1 :]
-    elif (found := header_block.empty_line(data)) is not None:  # RFC 5322 section 2.1
-        head, body = data[: found[0]], data[found[1] :]
-    else:
-        head, body = data, b""
-    entity = header_block.parse(head)
+    end, start = header_block.split(data)
+    entity = header_block.parse(data[:end])
+    body = data[start:]
     # As the stdlib's BytesParser stores a body: ASCII with the other octets as surrogates.
     entity.set_payload(body.decode("ascii", "surrogateescape"))
     return entity
@@ -126,7 +123,7 @@ def _decoded_text(part: Message) -> str:
 
 def _check_prefix(original: bytes, prefix: bytes) -> None:
     fields = list(header_block.parse(prefix).items())
-    if len(fields) != 1 or fields[0][0].lower() != "x-bouncegw-explained" or not prefix.endswith(b"\n"):
+    if len(fields) != 1 or fields[0][0].lower() != EXPLAINED_HEADER.lower() or not prefix.endswith(b"\n"):
         raise ValidationFailed("root does not start with X-Bouncegw-Explained")
     if original[:1] in (b" ", b"\t"):
         raise ValidationFailed("the input starts with a folded line that would join the added header")

@@ -1,16 +1,24 @@
 """The one normalised bounce type.
 
-Parsing (``gateway.dsn``) produces a :class:`BounceReport`; classification
-(``gateway.classify``) fills in each recipient's category and variant; the
+Parsing (``gateway.bounce.parse``) produces a :class:`BounceReport` and classification
+(``gateway.bounce.classify``) fills in each recipient's category and variant; the
 explanation block (``gateway.explain``) and incident storage (``storage``) read
-it. No later step re-parses what the parser already read (architecture
-invariant 5), which is why the report also records *where* the human-readable
-parts sit in the raw bytes.
+it. No later step re-parses what the parser already read, which is why the report
+also records *where* the human-readable parts sit in the raw bytes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
+
+#: The one root header bouncegw adds to a bounce it explained (``gateway.explain.headers``);
+#: a message that carries it is never explained or recorded again.
+EXPLAINED_HEADER: Final = "X-Bouncegw-Explained"
+
+#: Content types of the human-readable parts: what the parser lists in ``human_parts`` and the
+#: explanation block is spliced into (RFC 2046 section 4.1; text/html per RFC 2854).
+HUMAN_CONTENT_TYPES: Final = ("text/plain", "text/html")
 
 #: Formats a report can come in.
 FORMAT_RFC3464 = "rfc3464"  # multipart/report with message/delivery-status
@@ -105,7 +113,7 @@ class BounceReport:
     #: a Microsoft reporting or remote MTA, Exchange's wording). Needed before a
     #: bare 5.7.12 or 5.7.13 is treated as Microsoft's meaning.
     microsoft_evidence: tuple[Evidence, ...] = ()
-    #: The MIME structure goes deeper than the parser reads (``gateway.dsn.MAX_DEPTH``): parts
+    #: The MIME structure goes deeper than the parser reads (``gateway.bounce.mime.MAX_DEPTH``): parts
     #: below that depth were not read; what sits above it was.
     nesting_capped: bool = False
 
