@@ -1,6 +1,6 @@
 """Wiring: settings in, a running gateway out.
 
-``run(settings)`` is what ``bouncegw serve`` calls; tests use :class:`App`
+``run(settings)`` is what ``bouncegw serve`` calls; tests use :class:`Gateway`
 directly to start a gateway on ephemeral ports inside their own event loop.
 Everything runs on one event loop: the SMTP listener, the admin HTTP server
 (uvicorn), the incident recorder's batching, the next-hop pool pruning.
@@ -18,6 +18,7 @@ from typing import Any
 
 import uvicorn
 
+from gateway import metrics
 from gateway.admin import create_admin_app
 from gateway.config import Settings, parse_host_port
 from gateway.handler import RelayHandler
@@ -26,9 +27,9 @@ from gateway.loops import LoopGuard
 from gateway.maildir import MaildirNextHop
 from gateway.pipeline import Pipeline, Step
 from gateway.relay import NextHop, SmtpNextHop
-from gateway.server import Gateway
+from gateway.server import Listener
 from gateway.startup import FatalError, describe
-from gateway.steps import Detect, Explain, Record, StepCounters
+from gateway.steps import Detect, Explain, Record
 from storage.db import check_schema_unless_down
 from storage.recorder import Recorder
 from storage.repository import Repository
@@ -45,11 +46,29 @@ METRICS_REFRESH_INTERVAL = 5.0
 JOURNAL_DRAIN_MIN = 5.0
 
 
-def build_next_hop(settings: Settings) -> NextHop | MaildirNextHop:
+def build_next_hop(settings: Settings) -> NextHop:
     maildir = settings.next_hop.maildir
     if maildir is not None:
         return MaildirNextHop(maildir)
     return SmtpNextHop(settings.next_hop, helo_name=settings.listener.hostname)
+
+
+def build_recorder(settings: Settings) -> Recorder:
+    """The incident recorder, its events counted in Prometheus (``gateway.metrics``)."""
+    s = settings.storage
+    return Recorder(
+        settings.database.url,
+        s.journal_path,
+        journal_max_bytes=s.journal_max_bytes,
+        batch_size=s.batch_size,
+        batch_interval=s.batch_interval,
+        db_timeout=s.db_timeout,
+        retry_interval=s.retry_interval,
+        retry_max_interval=s.retry_max_interval,
+        retention_days=s.retention_days,
+        workers=settings.listener.workers,
+        events=metrics.RecorderMetrics(),
+    )
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -60,19 +79,18 @@ class _EmbeddedUvicorn(uvicorn.Server):
         yield
 
 
-class App:
-    """A gateway and what it owns: next hop, pipeline, recorder, admin HTTP, background jobs."""
+class Gateway:
+    """A gateway and what it owns: SMTP listener, next hop, pipeline, recorder, admin HTTP, jobs."""
 
     def __init__(self, settings: Settings, *, extra_steps: Sequence[Step] = ()) -> None:
         self.settings = settings
         self.next_hop = build_next_hop(settings)
-        self.counters = StepCounters()
-        self.recorder = Recorder.from_settings(settings)
+        self.recorder = build_recorder(settings)
         self.pipeline = Pipeline(
             [
-                Detect(self.counters),
-                Explain(settings, self.recorder, self.counters),
-                Record(settings, self.recorder, self.counters),
+                Detect(),
+                Explain(settings, self.recorder),
+                Record(settings, self.recorder),
                 *extra_steps,
             ]
         )
@@ -82,9 +100,9 @@ class App:
             offer_auth=bool(settings.listener.auth_users),
             loops=LoopGuard(settings.listener.hostname, settings.relay.max_hops, settings.relay.max_passes),
         )
-        self.gateway = Gateway(settings.listener, self.handler)
+        self.listener = Listener(settings.listener, self.handler)
         self.next_hop_check = NextHopCheck(self.next_hop)
-        self.readiness = Readiness(self.gateway, self.recorder, self.next_hop_check)
+        self.readiness = Readiness(self.listener, self.recorder, self.next_hop_check)
         self.repository: Repository | None = None
         self.http: _EmbeddedUvicorn | None = None
         self._http_task: asyncio.Task[None] | None = None
@@ -98,17 +116,16 @@ class App:
         if unavailable:
             log.warning("starting without the database: %s", unavailable)
         await self.recorder.start(unavailable=unavailable)
-        await self.gateway.start(sock)
+        await self.listener.start(sock)
         loop = asyncio.get_running_loop()
-        if isinstance(self.next_hop, SmtpNextHop):
-            self._jobs.append(loop.create_task(self._prune(self.next_hop)))
+        self._jobs.append(loop.create_task(self._prune(self.next_hop)))
         self._jobs.append(loop.create_task(self._refresh_metrics()))
         await self._start_http(http_sock)
         log.info(
             "listening",
             extra={
                 "listen": self.settings.listener.listen,
-                "port": self.gateway.port,
+                "port": self.listener.port,
                 "http_port": self.http_port,
                 "next_hop": self.settings.next_hop.address,
             },
@@ -143,7 +160,7 @@ class App:
         port: int = self.http.servers[0].sockets[0].getsockname()[1]
         return port
 
-    async def _prune(self, hop: SmtpNextHop) -> None:
+    async def _prune(self, hop: NextHop) -> None:
         while True:
             await asyncio.sleep(PRUNE_INTERVAL)
             hop.prune()
@@ -161,7 +178,7 @@ class App:
     async def stop(self) -> None:
         grace = self.settings.listener.grace_period
         deadline = asyncio.get_running_loop().time() + grace
-        await self.gateway.stop(grace)
+        await self.listener.stop(grace)
         for job in self._jobs:
             job.cancel()
         await asyncio.gather(*self._jobs, return_exceptions=True)
@@ -192,9 +209,9 @@ async def run(
         loop.add_signal_handler(sig, stop.set)
     # A worker process starts with these blocked (gateway.workers): deliver any pending one now.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
-    app: App | None = None
+    app: Gateway | None = None
     try:
-        app = App(settings)
+        app = Gateway(settings)
         await app.start(smtp_socket, http_socket)
     except Exception as exc:
         # A start that fails now fails again on a retry: one line for the operator (the cause

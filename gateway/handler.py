@@ -1,11 +1,17 @@
 """aiosmtpd handler hooks: each one mirrors one upstream command on the next hop.
 
+The handler is the one owner of the downstream (next-hop) transaction, kept in
+``RelaySession.transaction``: only this module sets, clears, finishes or aborts it.
+
 - MAIL opens the downstream transaction; its reply is the next hop's.
 - RCPT is proxied one to one; its reply is the next hop's.
 - DATA refuses a looping message (``gateway.loops``), runs the processing step,
   relays the result under our ``Received:`` trace, and answers with the next
   hop's reply to the final dot, so the upstream hears 250 only after the next
-  hop said 250 (architecture invariant 1).
+  hop said 250 (ARCHITECTURE.md, invariant 1).
+- An SMTP transaction that ends otherwise (RSET, HELO/EHLO, STARTTLS, a refused
+  DATA, a lost connection) aborts the downstream one (:meth:`RelayHandler.transaction_ended`,
+  called by the listener).
 - Anything unexpected becomes ``451 4.3.0`` with no internals in the text.
 """
 
@@ -21,9 +27,10 @@ from ulid import ULID
 
 from gateway import metrics, replies
 from gateway.loops import LoopGuard
+from gateway.outcomes import ByteDirection, MessageOutcome
 from gateway.pipeline import Deferred, Pipeline, Processed
-from gateway.relay import NextHop, NextHopError, Reply
-from gateway.server import RelayEnvelope, RelaySession
+from gateway.relay import NextHop, NextHopError, Reply, Transaction
+from gateway.server import RelayEnvelope, RelaySession, RelaySMTP
 from gateway.transaction import MessageContext
 
 log = logging.getLogger(__name__)
@@ -68,6 +75,21 @@ class RelayHandler:
         session.transaction = transaction
         return reply.render()
 
+    def transaction_ended(self, server: RelaySMTP, session: RelaySession) -> None:
+        """The SMTP transaction ended before DATA finished it: abort the downstream one.
+
+        In the background (the listener keeps the task until it ends), since RSET and a lost
+        connection cannot wait for the next hop's reply.
+        """
+        transaction, session.transaction = session.transaction, None
+        if transaction is not None:
+            server.listener.spawn(transaction.abort())
+
+    async def _abort(self, session: RelaySession) -> None:
+        transaction, session.transaction = session.transaction, None
+        if transaction is not None:
+            await transaction.abort()
+
     async def handle_RCPT(
         self, server: Any, session: RelaySession, envelope: RelayEnvelope, address: str, parameters: list[str]
     ) -> str:
@@ -99,12 +121,14 @@ class RelayHandler:
         )
         transaction = session.transaction
         if transaction is None:
-            return self._log(ctx, None, Reply.parse(replies.NEXT_HOP_CONNECTION_LOST), "deferred", started)
+            return self._log(
+                ctx, None, Reply.parse(replies.NEXT_HOP_CONNECTION_LOST), MessageOutcome.DEFERRED, started
+            )
         if (loop := self.loops.check(data)) is not None:
             metrics.LOOPS.labels(loop.reason).inc()
             log.warning("transaction %s refused: mail loop (%s)", ctx.transaction_id, loop.reason)
-            await transaction.abort()
-            return self._log(ctx, None, Reply.parse(loop.reply), "rejected", started)
+            await self._abort(session)
+            return self._log(ctx, None, Reply.parse(loop.reply), MessageOutcome.REJECTED, started)
         trace = self.loops.trace(
             helo=ctx.helo,
             client_address=ctx.client_address,
@@ -119,21 +143,38 @@ class RelayHandler:
                 message = await self.pipeline.before_relay(ctx, data)
         except Deferred as exc:
             log.warning("transaction %s deferred by the processing step", ctx.transaction_id)
-            await transaction.abort()
-            return self._log(ctx, None, Reply.parse(exc.reply), "deferred", started)
+            await self._abort(session)
+            return self._log(ctx, None, Reply.parse(exc.reply), MessageOutcome.DEFERRED, started)
         except Exception:
             log.exception("processing step failed; transaction %s deferred", ctx.transaction_id)
-            await transaction.abort()
-            return self._log(ctx, None, Reply.parse(replies.PROCESSING_FAILED), "failed", started)
-        # The relay must run to its end even if the upstream disconnects meanwhile:
-        # a downstream transaction cut mid-DATA is the surest way to a duplicate.
+            await self._abort(session)
+            return self._log(
+                ctx, None, Reply.parse(replies.PROCESSING_FAILED), MessageOutcome.FAILED, started
+            )
+        if session.transaction is not transaction:
+            # The upstream went away (or reset) while the message was processed: the downstream
+            # transaction was aborted then and nothing was relayed; the upstream retries.
+            reply = Reply.parse(replies.NEXT_HOP_CONNECTION_LOST)
+            return self._log(ctx, message, reply, MessageOutcome.DEFERRED, started)
+        # From here the relay owns the downstream transaction and must run to its end even if
+        # the upstream disconnects meanwhile: a transaction cut mid-DATA is the surest way to a
+        # duplicate.
+        session.transaction = None
         relay = asyncio.ensure_future(self._relay(ctx, message, transaction, trace))
-        server.gateway.spawn(_wait(relay))
+        server.listener.spawn(_wait(relay))
         reply = await asyncio.shield(relay)
-        outcome = "relayed" if reply.positive else "deferred" if reply.transient else "rejected"
+        outcome = (
+            MessageOutcome.RELAYED
+            if reply.positive
+            else MessageOutcome.DEFERRED
+            if reply.transient
+            else MessageOutcome.REJECTED
+        )
         return self._log(ctx, message, reply, outcome, started)
 
-    async def _relay(self, ctx: MessageContext, message: Processed, transaction: Any, trace: bytes) -> Reply:
+    async def _relay(
+        self, ctx: MessageContext, message: Processed, transaction: Transaction, trace: bytes
+    ) -> Reply:
         try:
             with metrics.RELAY_DURATION.time():
                 # Our trace goes in front (RFC 5321 section 4.4), written before the message
@@ -143,7 +184,7 @@ class RelayHandler:
             log.warning("transaction %s: next hop: %s", ctx.transaction_id, exc)
             reply = exc.reply
         if reply.positive:
-            metrics.BYTES.labels("relayed").inc(len(trace) + len(message.data))
+            metrics.BYTES.labels(ByteDirection.RELAYED).inc(len(trace) + len(message.data))
         try:
             await self.pipeline.after_relay(ctx, message, reply)
         except Exception:
@@ -156,11 +197,16 @@ class RelayHandler:
         return reply
 
     def _log(
-        self, ctx: MessageContext, message: Processed | None, reply: Reply, outcome: str, started: float
+        self,
+        ctx: MessageContext,
+        message: Processed | None,
+        reply: Reply,
+        outcome: MessageOutcome,
+        started: float,
     ) -> str:
         duration = time.perf_counter() - started
         metrics.MESSAGES.labels(outcome).inc()
-        metrics.BYTES.labels("received").inc(ctx.size)
+        metrics.BYTES.labels(ByteDirection.RECEIVED).inc(ctx.size)
         metrics.TRANSACTION_DURATION.observe(duration)
         report = message.report if message else None
         # Envelope and outcome only: never a header value beyond the bounce's

@@ -18,7 +18,6 @@ and nothing here reveals an address or a message.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,9 +26,8 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
 from gateway import metrics
-from gateway.maildir import MaildirNextHop
-from gateway.relay import NextHop, SmtpNextHop
-from gateway.server import Gateway
+from gateway.relay import NextHop
+from gateway.server import Listener
 from storage.recorder import Recorder
 
 #: The next hop counts as reachable this long after its last good reply (traffic or probe).
@@ -47,26 +45,21 @@ class Check:
 class NextHopCheck:
     """ "Reachable recently": a good reply within the window, else a background NOOP probe."""
 
-    def __init__(self, hop: NextHop | MaildirNextHop, window: float = NEXT_HOP_WINDOW) -> None:
+    def __init__(self, hop: NextHop, window: float = NEXT_HOP_WINDOW) -> None:
         self.hop = hop
         self.window = window
         self._probe: asyncio.Task[bool] | None = None
 
     def reachable(self) -> bool:
-        if not isinstance(self.hop, SmtpNextHop):
-            return True  # a maildir: local delivery, nothing to reach
-        last = self.hop.last_success
-        return last is not None and time.monotonic() - last < self.window
+        return self.hop.reachable(self.window)
 
     def failing(self) -> bool:
         """The latest contact with the next hop failed (no contact yet: not failing)."""
-        if not isinstance(self.hop, SmtpNextHop) or self.hop.last_failure is None:
-            return False
-        return self.hop.last_success is None or self.hop.last_failure > self.hop.last_success
+        return self.hop.failing()
 
     def kick(self) -> asyncio.Task[bool] | None:
         """Start a probe unless one runs or none is needed; return the running probe."""
-        if self.reachable() or not isinstance(self.hop, SmtpNextHop):
+        if self.reachable():
             return None
         if self._probe is None or self._probe.done():
             self._probe = asyncio.get_running_loop().create_task(self.hop.probe())
@@ -88,17 +81,17 @@ class NextHopCheck:
 
 
 class Readiness:
-    """The checks behind /readyz, over the parts of a running :class:`gateway.app.App`."""
+    """The checks behind /readyz, over the parts of a running :class:`gateway.app.Gateway`."""
 
-    def __init__(self, gateway: Gateway, recorder: Recorder, next_hop: NextHopCheck) -> None:
-        self.gateway = gateway
+    def __init__(self, listener: Listener, recorder: Recorder, next_hop: NextHopCheck) -> None:
+        self.smtp = listener
         self.recorder = recorder
         self.next_hop = next_hop
 
     def listener(self) -> Check:
-        server = self.gateway.server
+        server = self.smtp.server
         if server is not None and server.is_serving():
-            return Check(True, f"serving on port {self.gateway.port}")
+            return Check(True, f"serving on port {self.smtp.port}")
         return Check(False, "SMTP listener not bound (starting or shutting down)")
 
     def storage(self) -> Check:
@@ -152,7 +145,8 @@ def metrics_router(refresh: Callable[[], None]) -> APIRouter:
     @router.get("/metrics", summary="Prometheus text exposition", response_class=Response)
     async def scrape() -> Response:
         refresh()
-        # In multiprocess mode this reads every worker's files: off the event loop (invariant 4).
+        # In multiprocess mode this reads every worker's files: off the event loop
+        # (ARCHITECTURE.md, invariant 4).
         body = await asyncio.to_thread(metrics.exposition)
         return Response(body, media_type=metrics.CONTENT_TYPE)
 

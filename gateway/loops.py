@@ -26,6 +26,7 @@ from typing import Final
 
 from gateway import replies
 from gateway.header_block import empty_line
+from gateway.outcomes import LoopReason
 
 #: A Received: field at the start of a line, with its folded continuation lines (RFC 5322
 #: section 2.2.3), in the header block only.
@@ -53,7 +54,7 @@ def size_budget(max_message_size: int) -> int:
 class Loop:
     """Why a message is refused: the reply to give and the metric label."""
 
-    reason: str  # "hops" or "passes"
+    reason: LoopReason
     reply: str
 
 
@@ -79,9 +80,9 @@ class LoopGuard:
             if own in value:
                 passes += 1
                 if passes >= self.max_passes:
-                    return Loop("passes", replies.LOOP_DETECTED.format(passes=passes))
+                    return Loop(LoopReason.PASSES, replies.LOOP_DETECTED.format(passes=passes))
             if hops >= self.max_hops:
-                return Loop("hops", replies.TOO_MANY_HOPS.format(limit=self.max_hops))
+                return Loop(LoopReason.HOPS, replies.TOO_MANY_HOPS.format(limit=self.max_hops))
         return None
 
     def trace(

@@ -31,11 +31,22 @@ class MaildirNextHop:
         self.path = path
         for sub in ("tmp", "new", "cur"):
             (path / sub).mkdir(parents=True, exist_ok=True)
-        self.last_success: float | None = time.monotonic()
-        self.connection_errors = 0
 
     async def begin(self, mail_from: str, parameters: list[str], *, utf8: bool) -> tuple[Reply, Transaction]:
         return MAIL_OK, MaildirTransaction(self, mail_from)
+
+    # A local directory: nothing to reach, probe or prune (a write that fails answers 451 itself).
+    def reachable(self, window: float) -> bool:
+        return True
+
+    def failing(self) -> bool:
+        return False
+
+    async def probe(self) -> bool:
+        return True
+
+    def prune(self) -> None:
+        return None
 
     async def close(self) -> None:
         return None

@@ -7,10 +7,13 @@ would make the number of series unbounded. Label values that are known in
 advance are created at import time with a zero value, so ``rate()`` and alert
 rules see a series before the first event happens.
 
-The events are counted where they happen (handler, listener, next-hop client,
-processing steps, recorder); state that is simply read (journal backlog,
+The events are counted once, where they happen (handler, listener, next-hop client,
+processing steps, and the recorder through :class:`RecorderMetrics`); label values
+come from the enums in ``gateway.outcomes`` (and ``storage.recorder.StoragePath``,
+``gateway.explain.arc.Outcome``). State that is simply read (journal backlog,
 database availability, next-hop reachability) is copied into gauges by
-:func:`refresh` - at every scrape, and periodically by each process.
+``gateway.health.Readiness.refresh_gauges`` - at every scrape of ``/metrics``, and
+periodically by each process (``gateway.app``).
 
 Several worker processes (multiprocess mode)
 --------------------------------------------
@@ -54,6 +57,15 @@ from prometheus_client import (
 from gateway.bounce import family
 from gateway.bounce.report import FORMAT_RFC3464, FORMAT_RFC6533, FORMAT_TEXT
 from gateway.explain import arc
+from gateway.outcomes import (
+    AnnotationOutcome,
+    ByteDirection,
+    LoopReason,
+    MessageOutcome,
+    ParseStage,
+    RefusalReason,
+)
+from storage.recorder import StoragePath
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -64,14 +76,7 @@ RELAY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 
 PROCESSING_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 
 # -- the fixed label value sets ------------------------------------------------------------
-MESSAGE_OUTCOMES = ("relayed", "rejected", "deferred", "failed")
-BYTE_DIRECTIONS = ("received", "relayed")
-REFUSAL_REASONS = ("network", "max_sessions")
-LOOP_REASONS = ("hops", "passes")
 BOUNCE_FORMATS = (FORMAT_RFC3464, FORMAT_RFC6533, FORMAT_TEXT)
-PARSE_STAGES = ("parse", "internal")
-ANNOTATION_OUTCOMES = ("annotated", "already_explained", "too_large", "failed")
-STORAGE_PATHS = ("database", "journal", "replayed", "rejected")
 #: (category, variant) pairs come from the family table, so the set is closed.
 FAMILY_KINDS = family.FAMILY.kinds
 
@@ -213,16 +218,17 @@ JOURNAL_CAPACITY = Gauge(
 
 def _initialise() -> None:
     """Create every known label combination at zero (series exist before the first event)."""
+    labels: Iterable[str]
     for labels, metric in (
-        (MESSAGE_OUTCOMES, MESSAGES),
-        (BYTE_DIRECTIONS, BYTES),
-        (REFUSAL_REASONS, REFUSED),
-        (LOOP_REASONS, LOOPS),
+        (MessageOutcome, MESSAGES),
+        (ByteDirection, BYTES),
+        (RefusalReason, REFUSED),
+        (LoopReason, LOOPS),
         (BOUNCE_FORMATS, BOUNCES),
-        (PARSE_STAGES, PARSE_FAILURES),
-        (ANNOTATION_OUTCOMES, ANNOTATIONS),
-        (tuple(arc.Outcome), ARC_SEALS),
-        (STORAGE_PATHS, STORAGE),
+        (ParseStage, PARSE_FAILURES),
+        (AnnotationOutcome, ANNOTATIONS),
+        (arc.Outcome, ARC_SEALS),
+        (StoragePath, STORAGE),
     ):
         for value in labels:
             metric.labels(value)
@@ -262,6 +268,23 @@ def count_family(category: str | None, variant: str | None, count: int = 1) -> N
 
 def count_bounce(fmt: str) -> None:
     BOUNCES.labels(_bounded(fmt, BOUNCE_FORMATS)).inc()
+
+
+class RecorderMetrics:
+    """The recorder's events (``storage.recorder.RecorderEvents``) as Prometheus metrics."""
+
+    def incidents(self, path: StoragePath, count: int) -> None:
+        STORAGE.labels(path).inc(count)
+
+    def database_error(self) -> None:
+        DB_ERRORS.inc()
+
+    def recovery_attempt(self) -> None:
+        DB_ATTEMPTS.inc()
+
+    def stopped(self, left_in_journal: int) -> None:
+        JOURNAL_BACKLOG.set(left_in_journal)
+        JOURNAL_LEFT_AT_STOP.set(left_in_journal)
 
 
 # -- exposition ----------------------------------------------------------------------------------

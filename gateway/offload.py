@@ -1,4 +1,4 @@
-"""Keep the event loop free of work that can take long (architecture invariant 4).
+"""Keep the event loop free of work that can take long (ARCHITECTURE.md, invariant 4).
 
 Parsing, annotating, hashing, checking and dot-stuffing a message cost time in
 proportion to its size; for a 30 MB bounce that would stall every other session

@@ -5,7 +5,7 @@ whatever bytes come back; once the next hop has answered, it calls
 :meth:`Pipeline.after_relay` with that reply. Steps are plugged in as a list
 so each stays small and testable.
 
-Failure policy (architecture invariants 1 and 2):
+Failure policy (ARCHITECTURE.md, invariants 1 and 2):
 - a step that cannot do its job falls back on its own to the bytes it was
   given (the original message reaches the next hop untouched) and counts it;
 - so does a step whose result would break a promise made to the upstream:

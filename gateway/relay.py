@@ -90,10 +90,32 @@ class Transaction(Protocol):
 
 
 class NextHop(Protocol):
+    """Where relayed mail goes: an SMTP server (:class:`SmtpNextHop`) or a local Maildir.
+
+    Wide enough that no caller needs the concrete class: the handler opens transactions, the
+    readiness check and the metrics ask about reachability, the gateway prunes and closes.
+    """
+
     async def begin(
         self, mail_from: str, parameters: list[str], *, utf8: bool
     ) -> tuple[Reply, Transaction | None]:
         """Send MAIL; return the reply and, when it was positive, the open transaction."""
+        ...
+
+    def reachable(self, window: float) -> bool:
+        """The next hop answered well within the last ``window`` seconds (or needs no answer)."""
+        ...
+
+    def failing(self) -> bool:
+        """The latest contact with the next hop failed (no contact yet: not failing)."""
+        ...
+
+    async def probe(self) -> bool:
+        """Ask the next hop whether it answers (for /readyz while no mail flows)."""
+        ...
+
+    def prune(self) -> None:
+        """Let go of idle resources past their limit (called periodically)."""
         ...
 
     async def close(self) -> None: ...
@@ -136,12 +158,19 @@ class SmtpNextHop:
         #: Monotonic time of the last connection error; a failure newer than the last success
         #: means the next hop is down (``bouncegw_next_hop_up``).
         self.last_failure: float | None = None
-        self.connection_errors = 0
 
     def count_connection_error(self) -> None:
-        self.connection_errors += 1
         self.last_failure = time.monotonic()
         metrics.NEXT_HOP_ERRORS.inc()
+
+    def reachable(self, window: float) -> bool:
+        last = self.last_success
+        return last is not None and time.monotonic() - last < window
+
+    def failing(self) -> bool:
+        if self.last_failure is None:
+            return False
+        return self.last_success is None or self.last_failure > self.last_success
 
     async def probe(self) -> bool:
         """NOOP on a pooled (or new) connection: is the next hop answering? For /readyz when idle."""

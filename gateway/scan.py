@@ -41,8 +41,9 @@ from gateway import header_block
 from gateway.bounce import prefilter
 from gateway.bounce.parse import parse
 from gateway.identity import as_on_the_wire, bounce_digest
+from gateway.incidents import build_incidents, stable_ids
 from gateway.transaction import MessageContext
-from storage.incidents import SOURCE_SCAN, IncidentRecord, build_incidents, stable_ids
+from storage.incidents import SOURCE_SCAN, IncidentRecord
 
 #: Candidates handed to a pool process at once: large enough to amortise the hop, small enough
 #: that a few batches in flight stay a few megabytes for ordinary bounce sizes.
@@ -231,10 +232,10 @@ def examine(message: Message, *, instance: str, store_subjects: bool) -> Examine
             instance=instance,
             store_subjects=store_subjects,
             bounce_digest=digest,
+            source=SOURCE_SCAN,
         )
     except Exception as exc:  # whatever one message holds, the scan goes on (and says where)
         return Examined(message.location, True, problem=f"cannot record: {type(exc).__name__}")
-    records = [dataclasses.replace(r, source=SOURCE_SCAN) for r in records]
     return Examined(
         message.location, True, tuple(records), explained_by_relay=report.already_explained, date=date
     )

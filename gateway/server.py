@@ -1,4 +1,4 @@
-"""The SMTP listener: an aiosmtpd ``SMTP`` subclass and the :class:`Gateway` that runs it.
+"""The SMTP listener: an aiosmtpd ``SMTP`` subclass and the :class:`Listener` that runs it.
 
 What the subclass changes in aiosmtpd 1.4.6, and why:
 - MAIL and RCPT parse RFC 3461 parameters (RET, ENVID, NOTIFY, ORCPT) instead of
@@ -19,8 +19,10 @@ What the subclass changes in aiosmtpd 1.4.6, and why:
 - Graceful shutdown: idle sessions are told 421, sessions in a transaction
   finish it first.
 
-The per-session logic (opening and mirroring the next-hop transaction) lives in
-the handler, ``gateway.handler.RelayHandler``.
+The per-session logic lives in the handler, ``gateway.handler.RelayHandler``: it is the one
+owner of the downstream (next-hop) transaction, which it opens at MAIL, mirrors, finishes or
+aborts at DATA. The listener only tells it when the SMTP transaction ends some other way
+(RSET, HELO/EHLO, STARTTLS, a refused DATA, a lost connection): :meth:`SessionHandler.transaction_ended`.
 """
 
 from __future__ import annotations
@@ -32,13 +34,14 @@ import ipaddress
 import logging
 import socket
 import ssl
-from typing import Any
+from typing import Any, Protocol
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from gateway import metrics, offload, replies
 from gateway.config import ListenerSettings, parse_host_port
 from gateway.envelope import COMMAND_LINE_LIMITS, COMMAND_LINE_MAX, EnvelopeError, parse_mail, parse_rcpt
+from gateway.outcomes import RefusalReason
 from gateway.relay import Transaction
 
 log = logging.getLogger(__name__)
@@ -67,6 +70,7 @@ COMMAND_LIMITS: dict[str, int] = {
 
 
 class RelaySession(Session):
+    #: The open downstream transaction; set and cleared by the handler only.
     transaction: Transaction | None = None
 
 
@@ -74,8 +78,14 @@ class RelayEnvelope(Envelope):
     def __init__(self) -> None:
         super().__init__()
         self.open = False  # MAIL accepted (mail_from may be "" for the null sender)
-        self.relay_parameters: list[str] = []
-        self.rcpt_relay_parameters: list[list[str]] = []
+
+
+class SessionHandler(Protocol):
+    """What the listener needs of its handler besides aiosmtpd's ``handle_*`` hooks."""
+
+    def transaction_ended(self, server: RelaySMTP, session: RelaySession) -> None:
+        """The SMTP transaction ended without DATA finishing it: let go of the downstream one."""
+        ...
 
 
 class DataTooLong(Exception):
@@ -89,9 +99,10 @@ class DataTooLong(Exception):
 class RelaySMTP(SMTP):
     line_length_limit = READ_LIMIT
 
-    def __init__(self, handler: Any, *, gateway: Gateway, **kwargs: Any) -> None:
+    def __init__(self, handler: SessionHandler, *, listener: Listener, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
-        self.gateway = gateway
+        self.handler = handler
+        self.listener = listener
         self._plain_replies = False
         self.closing = False
         self.busy = False  # inside a transaction (MAIL accepted .. DATA answered)
@@ -137,32 +148,31 @@ class RelaySMTP(SMTP):
     # -- connection lifecycle -----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Also called again after STARTTLS (RFC 3207): count the session once.
-        if self not in self.gateway.sessions:
+        if self not in self.listener.sessions:
             metrics.SESSIONS.inc()
-        self.gateway.sessions.add(self)
+        self.listener.sessions.add(self)
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self in self.gateway.sessions:
+        if self in self.listener.sessions:
             metrics.SESSIONS.dec()
-        self.gateway.session_closed(self)
-        self._drop_transaction()
+        self.listener.session_closed(self)
+        self._end_transaction()
         super().connection_lost(error)
 
     def _set_rset_state(self) -> None:
         # HELO, EHLO, RSET and STARTTLS all end a transaction (RFC 5321 section 4.1.1.5).
-        self._drop_transaction()
+        self._end_transaction()
         super()._set_rset_state()  # type: ignore[no-untyped-call]
 
-    def _drop_transaction(self) -> None:
+    def _end_transaction(self) -> None:
         self.busy = False
         session = self.session
-        if isinstance(session, RelaySession) and session.transaction is not None:
-            transaction, session.transaction = session.transaction, None
-            self.gateway.spawn(transaction.abort())
+        if isinstance(session, RelaySession):
+            self.handler.transaction_ended(self, session)
 
     async def _handle_client(self) -> None:
-        refusal = self.gateway.admit(self)
+        refusal = self.listener.admit(self)
         if refusal is not None:
             await self.push(refusal)
             self.close()
@@ -269,14 +279,13 @@ class RelaySMTP(SMTP):
         except EnvelopeError as exc:
             await self.push(exc.reply)
             return
-        if len(envelope.rcpt_tos) >= self.gateway.settings.max_recipients:
+        if len(envelope.rcpt_tos) >= self.listener.settings.max_recipients:
             await self.push(replies.TOO_MANY_RECIPIENTS)
             return
         status = await self._call_handler_hook("RCPT", path.address, path.relayed)
         if status.startswith("25"):
             envelope.rcpt_tos.append(path.address)
             envelope.rcpt_options.extend(path.relayed)
-            envelope.rcpt_relay_parameters.append(path.relayed)
         await self.push(status)
 
     # -- DATA -------------------------------------------------------------------------------
@@ -303,7 +312,7 @@ class RelaySMTP(SMTP):
         except DataTooLong as exc:
             self._reset_timeout()
             await self.push(exc.reply)
-            self._drop_transaction()
+            self._end_transaction()
             self._set_post_data_state()  # type: ignore[no-untyped-call]
             await self._after_transaction()
             return
@@ -313,9 +322,8 @@ class RelaySMTP(SMTP):
             self.close()
             return
         envelope.content = envelope.original_content = content
-        status = await self._call_handler_hook("DATA")
+        status = await self._call_handler_hook("DATA")  # finishes (or aborts) the downstream one
         self._reset_timeout()
-        self.relay_session().transaction = None  # the handler finished (or aborted) it
         self._set_post_data_state()  # type: ignore[no-untyped-call]
         await self.push(status)
         await self._after_transaction()
@@ -331,7 +339,7 @@ class RelaySMTP(SMTP):
 
     async def _read_data(self) -> bytes:
         """Read up to CRLF.CRLF; return the un-dot-stuffed content (RFC 5321 section 4.5.2)."""
-        settings = self.gateway.settings
+        settings = self.listener.settings
         limit = self.data_size_limit or 0
         deadline = self.loop.time() + settings.data_timeout
         # The terminator's first CRLF may be the one that ended the DATA command (an
@@ -445,10 +453,10 @@ def inbound_tls_context(settings: ListenerSettings) -> ssl.SSLContext | None:
     return context
 
 
-class Gateway:
-    """Owns the listening socket, the live sessions and the background tasks."""
+class Listener:
+    """The SMTP listener: owns the listening socket, the live sessions and the background tasks."""
 
-    def __init__(self, settings: ListenerSettings, handler: Any) -> None:
+    def __init__(self, settings: ListenerSettings, handler: SessionHandler) -> None:
         self.settings = settings
         self.handler = handler
         self.sessions: set[RelaySMTP] = set()  # every open connection
@@ -460,7 +468,6 @@ class Gateway:
         self.server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._changed = asyncio.Event()  # a session or background task ended
-        self.refused_connections = 0
 
     # -- admission ---------------------------------------------------------------------
     def admit(self, session: RelaySMTP) -> str | None:
@@ -480,13 +487,11 @@ class Gateway:
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
             address = address.ipv4_mapped
         if address is None or not any(address in net for net in self.networks):
-            self.refused_connections += 1
-            metrics.REFUSED.labels("network").inc()
+            metrics.REFUSED.labels(RefusalReason.NETWORK).inc()
             log.warning("refused connection from %s: not in allowed_networks", host)
             return replies.CLIENT_NOT_ALLOWED
         if len(self.admitted) >= self.settings.max_sessions:
-            self.refused_connections += 1
-            metrics.REFUSED.labels("max_sessions").inc()
+            metrics.REFUSED.labels(RefusalReason.MAX_SESSIONS).inc()
             log.warning("refused connection from %s: %d sessions active", host, len(self.admitted))
             return replies.TOO_MANY_SESSIONS
         self.admitted.add(session)
@@ -495,7 +500,7 @@ class Gateway:
     def _protocol(self) -> RelaySMTP:
         return RelaySMTP(
             self.handler,
-            gateway=self,
+            listener=self,
             hostname=self.settings.hostname,
             ident="bouncegw ESMTP",
             data_size_limit=self.settings.max_message_size,

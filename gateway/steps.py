@@ -1,7 +1,7 @@
 """The processing steps a configured gateway runs: detect, explain, record.
 
 Each step does one thing and, on failure, leaves the message as it was
-(architecture invariant 2), counting what happened in ``StepCounters``:
+(ARCHITECTURE.md, invariant 2), counting what happened in ``gateway.metrics``:
 
 1. :class:`Detect` - the cheap prefilter, then parse + classify only for
    messages that can be a family bounce (ordinary mail never gets MIME-parsed).
@@ -26,10 +26,12 @@ from gateway.bounce.report import BounceReport
 from gateway.config import Settings
 from gateway.explain import AlreadyExplained, TooLarge, annotate, arc
 from gateway.identity import bounce_digest
+from gateway.incidents import build_incidents, stable_ids
+from gateway.outcomes import AnnotationOutcome, MessageOutcome, ParseStage
 from gateway.pipeline import Deferred, Processed
 from gateway.relay import Reply
 from gateway.transaction import MessageContext
-from storage.incidents import IncidentRecord, build_incidents, stable_ids
+from storage.incidents import IncidentRecord
 from storage.recorder import Recorder
 
 #: ARC sealing's own threads. Its DNS lookups go to domains the bounce's sender chose and may
@@ -45,18 +47,6 @@ async def _digest(message: Processed) -> str:
     if message.digest is None:
         message.digest = await offload.by_size(len(message.original), bounce_digest, message.original)
     return message.digest
-
-
-class StepCounters:
-    """What the steps did, by outcome (per gateway; ``gateway.metrics`` counts the same events)."""
-
-    def __init__(self) -> None:
-        self.bounces: Counter[str] = Counter()  # by format
-        self.family: Counter[tuple[str, str]] = Counter()  # by (category, variant)
-        self.parse_failures: Counter[str] = Counter()  # by stage
-        self.annotations: Counter[str] = Counter()  # by outcome
-        self.incidents = 0
-        self.record_failures = 0
 
 
 def _detect(data: bytes, envelope_sender: str) -> BounceReport:
@@ -98,9 +88,6 @@ def _incidents(
 
 
 class Detect:
-    def __init__(self, counters: StepCounters) -> None:
-        self.counters = counters
-
     async def before_relay(self, ctx: MessageContext, message: Processed) -> None:
         data = message.data
         # A body with many near-misses of the family's codes keeps the prefilter's regular
@@ -112,26 +99,22 @@ class Detect:
             # recipients or nest deeply (see gateway.offload).
             report = await offload.off_loop(_detect, data, ctx.mail_from)
         except ParseError as exc:
-            self.counters.parse_failures["parse"] += 1
-            metrics.PARSE_FAILURES.labels("parse").inc()
+            metrics.PARSE_FAILURES.labels(ParseStage.PARSE).inc()
             log.info("transaction %s: not parseable as a bounce: %s", ctx.transaction_id, exc)
             return
         except Exception:
             # A bug in parsing must not cost the message: relay it as it came.
-            self.counters.parse_failures["internal"] += 1
-            metrics.PARSE_FAILURES.labels("internal").inc()
+            metrics.PARSE_FAILURES.labels(ParseStage.INTERNAL).inc()
             log.exception("transaction %s: bounce detection failed", ctx.transaction_id)
             return
         message.report = report
         if report.nesting_capped:
             metrics.NESTING_CAPPED.inc()
         if report.is_bounce and report.format:
-            self.counters.bounces[report.format] += 1
             metrics.count_bounce(report.format)
         # Counted by kind, not one metric call per recipient: a bounce can list thousands.
         kinds = Counter((rcpt.category, rcpt.variant) for rcpt in report.family)
         for (category, variant), count in kinds.items():
-            self.counters.family[(category or "", variant or "")] += count
             metrics.count_family(category, variant, count)
         if report.family:
             message.notes["family"] = _family_note(report)
@@ -141,10 +124,9 @@ class Detect:
 
 
 class Explain:
-    def __init__(self, settings: Settings, recorder: Recorder, counters: StepCounters) -> None:
+    def __init__(self, settings: Settings, recorder: Recorder) -> None:
         self.settings = settings
         self.recorder = recorder
-        self.counters = counters
 
     async def before_relay(self, ctx: MessageContext, message: Processed) -> None:
         report = message.report
@@ -152,8 +134,7 @@ class Explain:
             return
         if report.already_explained:
             # Explained (and recorded) by an earlier gateway hop: pass it on untouched.
-            self.counters.annotations["already_explained"] += 1
-            metrics.ANNOTATIONS.labels("already_explained").inc()
+            metrics.ANNOTATIONS.labels(AnnotationOutcome.ALREADY_EXPLAINED).inc()
             return
         if not self.recorder.can_accept(len(report.family)):
             # Chosen policy: a family bounce we could not record is deferred (451),
@@ -176,28 +157,24 @@ class Explain:
                 max_size=loops.size_budget(self.settings.listener.max_message_size),
             )
         except AlreadyExplained:
-            self.counters.annotations["already_explained"] += 1
-            metrics.ANNOTATIONS.labels("already_explained").inc()
+            metrics.ANNOTATIONS.labels(AnnotationOutcome.ALREADY_EXPLAINED).inc()
             return
         except TooLarge as exc:
             # Chosen policy: the original goes out untouched (it fitted the limit when it
             # came in), counted apart from failures; its incidents are still recorded.
-            self.counters.annotations["too_large"] += 1
-            metrics.ANNOTATIONS.labels("too_large").inc()
+            metrics.ANNOTATIONS.labels(AnnotationOutcome.TOO_LARGE).inc()
             log.warning("transaction %s: %s; relaying the original", ctx.transaction_id, exc)
             message.data = message.original
             return
         except Exception as exc:  # any failure: the original goes out untouched
-            self.counters.annotations["failed"] += 1
-            metrics.ANNOTATIONS.labels("failed").inc()
+            metrics.ANNOTATIONS.labels(AnnotationOutcome.FAILED).inc()
             log.warning(
                 "transaction %s: annotation failed, relaying the original: %r", ctx.transaction_id, exc
             )
             message.data = message.original
             return
         message.annotated = True
-        self.counters.annotations["annotated"] += 1
-        metrics.ANNOTATIONS.labels("annotated").inc()
+        metrics.ANNOTATIONS.labels(AnnotationOutcome.ANNOTATED).inc()
         if arc.enabled(self.settings.explain):
             await self._seal(ctx, message)
 
@@ -227,10 +204,9 @@ class Explain:
 
 
 class Record:
-    def __init__(self, settings: Settings, recorder: Recorder, counters: StepCounters) -> None:
+    def __init__(self, settings: Settings, recorder: Recorder) -> None:
         self.settings = settings
         self.recorder = recorder
-        self.counters = counters
 
     async def before_relay(self, ctx: MessageContext, message: Processed) -> None:
         return None
@@ -250,15 +226,13 @@ class Record:
             report,
             ctx,
             message,
-            relay_outcome="relayed" if reply.positive else "rejected",
+            relay_outcome=MessageOutcome.RELAYED if reply.positive else MessageOutcome.REJECTED,
             instance=self.settings.instance,
             store_subjects=self.settings.storage.store_subjects,
         )
         try:
             await self.recorder.submit(records)
         except Exception:
-            self.counters.record_failures += 1
             metrics.RECORD_FAILURES.inc()
             raise
-        self.counters.incidents += len(records)
         metrics.INCIDENTS.inc(len(records))

@@ -126,8 +126,6 @@ class Supervisor:
         self.stopping = False
         self.failure: str | None = None
         self.status = 0
-        #: Every restart after a crash, for the log and for tests.
-        self.restarts = 0
 
     def start(self, index: int) -> None:
         reader, writer = self.context.Pipe(duplex=False)
@@ -241,7 +239,6 @@ class Supervisor:
             for index, at in list(self.restart_at.items()):
                 if at <= now and not self.stopping:
                     del self.restart_at[index]
-                    self.restarts += 1
                     self.restarted.add(index)
                     self.start(index)
         if self.failure is not None:

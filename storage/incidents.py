@@ -1,36 +1,26 @@
-"""What one incident is, and how the relay pipeline builds them from a bounce.
+"""What one incident is: the record storage keeps, its id and its fingerprint.
 
-Interface for the relay pipeline:
+Plain values only: building records from a parsed bounce is the gateway's job
+(``gateway.incidents``); storage never imports the gateway (ARCHITECTURE.md).
 
-- :func:`stable_ids(report, digest) <stable_ids>` -> ``tuple[str, ...]``: the incident ids of a
-  bounce's family recipients, made *before* the bounce is annotated because the explanation block
-  shows them. Each is derived from the incident's fingerprint (:func:`incident_id`), so a bounce
-  relayed twice (an upstream retry, perhaps through another replica) names the same ids, and they
-  are the ids of the incidents the database keeps.
-- :func:`new_incident_id` -> ``str``: a random ULID (for records without a bounce behind them).
-- :func:`build_incidents(report, ctx, *, ids, annotated, relay_outcome, instance, store_subjects,
-  bounce_digest=None) <build_incidents>` -> ``list[IncidentRecord]``: one record per recipient in
-  ``report.family``, ids in the same order.
-
-The fingerprint (the database's unique key) is sha256 over the bounce's identity and the failed
-recipient. The identity is ``gateway.identity.bounce_digest`` of the bytes when the caller passes
-it (an upstream retry and a mailbox copy of the same bounce share it), else the report's own
-identifying fields (Message-ID, reporting MTA, original Message-ID).
+- :class:`IncidentRecord`: one failed recipient of a family bounce, the same fields as the table.
+- :func:`fingerprint(identity, recipient, original_recipient) <fingerprint>`: the table's unique
+  key, sha256 over the bounce's identity and the failed recipient.
+- :func:`incident_id(fingerprint, date) <incident_id>`: a ULID derived from the fingerprint, so
+  a bounce relayed twice (an upstream retry, perhaps through another replica) names the same ids.
+- :func:`new_incident_id`: a random ULID (for records without a bounce behind them).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parseaddr, parsedate_to_datetime
 from typing import Any, Final, Literal, get_args
 
 from ulid import ULID
-
-from gateway.bounce.report import BounceReport, RecipientReport
-from gateway.transaction import MessageContext
 
 #: ``IncidentRecord.source``: found in the mail flow, or read from a mailbox by ``bouncegw scan``.
 Source = Literal["relay", "scan"]
@@ -138,94 +128,14 @@ def domain_of(address: str | None) -> str | None:
     return address.rpartition("@")[2].lower() or None
 
 
-def fingerprint(identity: str, recipient: RecipientReport) -> str:
-    """sha256 over the bounce identity and the failed recipient (the table's unique key)."""
+def fingerprint(identity: str, recipient: str | None, original_recipient: str | None) -> str:
+    """sha256 over the bounce identity and the failed recipient (the table's unique key).
+
+    ``identity`` names the bounce (its bytes' digest, or its identifying fields), so a bounce
+    relayed twice yields the same fingerprint per recipient and is stored once.
+    """
     h = hashlib.sha256()
-    for part in (identity, recipient.recipient or "", recipient.original_recipient or ""):
+    for part in (identity, recipient or "", original_recipient or ""):
         h.update(part.encode("utf-8", "surrogateescape"))
         h.update(b"\x00")
     return h.hexdigest()
-
-
-def stable_ids(report: BounceReport, digest: str | None) -> tuple[str, ...]:
-    """The ids :func:`build_incidents` should get for ``report``'s family (same ``digest``).
-
-    A recipient listed twice gets one id: it is one incident (same fingerprint).
-    """
-    identity = _identity(report, digest)
-    return tuple(incident_id(fingerprint(identity, rcpt), report.date) for rcpt in report.family)
-
-
-def _identity(report: BounceReport, digest: str | None) -> str:
-    return "bytes:" + digest if digest else _report_identity(report)
-
-
-def _report_identity(report: BounceReport) -> str:
-    original = report.original
-    parts = (
-        report.message_id or "",
-        report.reporting_mta or "",
-        original.message_id if original else "",
-        original.date if original else "",
-    )
-    return "report:" + "\x1f".join(p or "" for p in parts)
-
-
-def build_incidents(
-    report: BounceReport,
-    ctx: MessageContext,
-    *,
-    ids: Sequence[str],
-    annotated: bool,
-    relay_outcome: str,
-    instance: str,
-    store_subjects: bool,
-    bounce_digest: str | None = None,
-) -> list[IncidentRecord]:
-    """One :class:`IncidentRecord` per recipient in ``report.family``, ``ids`` in the same order."""
-    family = report.family
-    if len(ids) != len(family):
-        raise ValueError(f"{len(ids)} ids for {len(family)} family recipients")
-    identity = _identity(report, bounce_digest)
-    original = report.original
-    # The bounce travels back to whoever sent the failed message: its RCPT TO is that sender.
-    envelope_rcpt = ", ".join(ctx.rcpt_tos) or None
-    sender = normalise_address(ctx.rcpt_tos[0] if ctx.rcpt_tos else None) or normalise_address(
-        original.sender if original else None
-    )
-    records = []
-    for incident_id, rcpt in zip(ids, family, strict=True):
-        failed = normalise_address(rcpt.recipient)
-        records.append(
-            IncidentRecord(
-                id=incident_id,
-                fingerprint=fingerprint(identity, rcpt),
-                recorded_at=ctx.received_at.astimezone(UTC),
-                transaction_id=ctx.transaction_id,
-                bounce_message_id=report.message_id,
-                envelope_sender=ctx.mail_from,
-                envelope_recipient=envelope_rcpt,
-                sender=sender,
-                sender_domain=domain_of(sender),
-                failed_recipient=failed,
-                recipient_domain=domain_of(failed),
-                original_recipient=rcpt.original_recipient,
-                status=rcpt.status,
-                reported_status=rcpt.reported_status,
-                diagnostic=rcpt.diagnostic,
-                category=rcpt.category,
-                variant=rcpt.variant,
-                reporting_mta=report.reporting_mta,
-                remote_mta=rcpt.remote_mta,
-                original_message_id=original.message_id if original else None,
-                original_from=original.sender if original else None,
-                original_subject=original.subject if original and store_subjects else None,
-                original_date=original.date if original else None,
-                client_address=ctx.client_address,
-                helo=ctx.helo,
-                annotated=annotated,
-                relay_outcome=relay_outcome,
-                instance=instance,
-            )
-        )
-    return records

@@ -2,7 +2,7 @@
 
 Interface::
 
-    recorder = Recorder.from_settings(settings)   # or Recorder(database_url, journal_path, ...)
+    recorder = Recorder(database_url, journal_path, ..., events=observer)
     await recorder.start()          # opens the journal, replays what a previous run left
     await recorder.submit(records)  # returns once the records are durable
     await recorder.stop(drain)      # writes everything submitted so far, then stops
@@ -36,16 +36,19 @@ Outage policy:
   4xx (e.g. ``451 4.3.0``) so the upstream keeps the bounce and retries: nothing is lost and the
   retry is deduplicated by the fingerprint.
 
-Gauges and counters for the metrics module are plain attributes: ``db_available``,
-``db_errors``, ``db_attempts`` (recovery attempts), ``stored``, ``journaled``, ``replayed``,
-``rejected``, ``purged`` and the properties ``journal_backlog`` (incidents waiting) and
-``journal_bytes``.
+Events (incidents stored, journalled, replayed or refused; database errors; recovery attempts;
+what was left at stop) go to the ``events`` observer (:class:`RecorderEvents`), once each, as
+they happen: the gateway's observer counts them in Prometheus, the default :class:`Tally` keeps
+plain counts. State is read from attributes: ``db_available``, ``db_reason``, and the properties
+``journal_backlog`` (incidents waiting) and ``journal_bytes``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import enum
 import logging
 import random
 import threading
@@ -55,16 +58,12 @@ from concurrent.futures import Future as ConcurrentFuture
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from gateway import metrics
 from storage.db import SchemaOutOfDate, check_schema, describe_error
 from storage.incidents import IncidentRecord
 from storage.journal import Journal, JournalFull, JournalLocked, sibling_journals, worker_index
 from storage.repository import Repository
-
-if TYPE_CHECKING:
-    from gateway.config import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -83,6 +82,66 @@ def retry_delay(failures: int, first: float, cap: float, rng: random.Random | No
     """
     nominal = min(max(cap, first), first * 2.0 ** min(max(failures - 1, 0), 60))
     return nominal * (1.0 + (rng or random).uniform(-RETRY_JITTER, RETRY_JITTER))
+
+
+class StoragePath(enum.StrEnum):
+    """Where the recorder put incidents (the label of ``bouncegw_storage_incidents_total``)."""
+
+    DATABASE = "database"
+    JOURNAL = "journal"
+    REPLAYED = "replayed"  # from the journal into the database
+    REJECTED = "rejected"  # neither database nor journal: the submitter got StorageUnavailable
+
+
+class RecorderEvents(Protocol):
+    """What the recorder reports as it happens, each event once."""
+
+    def incidents(self, path: StoragePath, count: int) -> None:
+        """``count`` incidents went to ``path``."""
+        ...
+
+    def database_error(self) -> None:
+        """A database call failed or timed out (write, probe, replay, purge)."""
+        ...
+
+    def recovery_attempt(self) -> None:
+        """The recorder tried to reach the database (and replay the journal)."""
+        ...
+
+    def stopped(self, left_in_journal: int) -> None:
+        """The recorder stopped with ``left_in_journal`` incidents not yet in the database."""
+        ...
+
+
+@dataclasses.dataclass
+class Tally:
+    """:class:`RecorderEvents` as plain counts: the default, and what storage's own tests read."""
+
+    stored: int = 0
+    journaled: int = 0
+    replayed: int = 0
+    rejected: int = 0
+    db_errors: int = 0
+    db_attempts: int = 0
+    left_at_stop: int | None = None
+
+    def incidents(self, path: StoragePath, count: int) -> None:
+        field = {
+            StoragePath.DATABASE: "stored",
+            StoragePath.JOURNAL: "journaled",
+            StoragePath.REPLAYED: "replayed",
+            StoragePath.REJECTED: "rejected",
+        }[path]
+        setattr(self, field, getattr(self, field) + count)
+
+    def database_error(self) -> None:
+        self.db_errors += 1
+
+    def recovery_attempt(self) -> None:
+        self.db_attempts += 1
+
+    def stopped(self, left_in_journal: int) -> None:
+        self.left_at_stop = left_in_journal
 
 
 class StorageUnavailable(Exception):
@@ -106,6 +165,7 @@ class Recorder:
         retry_max_interval: float = 60.0,
         retention_days: int | None = None,
         workers: int = 1,
+        events: RecorderEvents | None = None,
     ) -> None:
         self.database_url = database_url
         self.journal_path = Path(journal_path)
@@ -119,17 +179,10 @@ class Recorder:
         #: Worker processes of this gateway run (``--workers``): the journals of workers 0..N-1 are
         #: owned by live siblings, never adopted (see :meth:`_adopt`).
         self.workers = workers
-        # Counters and gauges read by the metrics module.
+        self.events: RecorderEvents = events if events is not None else Tally()
         self.db_available = True
-        self.db_errors = 0
-        self.db_attempts = 0
         #: Why the database is unavailable (one line), None while it is available.
         self.db_reason: str | None = None
-        self.stored = 0
-        self.journaled = 0
-        self.replayed = 0
-        self.rejected = 0
-        self.purged = 0
         self._journal: Journal | None = None
         self._repo: Repository | None = None
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue()
@@ -149,22 +202,6 @@ class Recorder:
         # False until the schema was checked against a database that answered.
         self._schema_ready = True
         self._schema_problem = False
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Recorder:
-        s = settings.storage
-        return cls(
-            settings.database.url,
-            s.journal_path,
-            journal_max_bytes=s.journal_max_bytes,
-            batch_size=s.batch_size,
-            batch_interval=s.batch_interval,
-            db_timeout=s.db_timeout,
-            retry_interval=s.retry_interval,
-            retry_max_interval=s.retry_max_interval,
-            retention_days=s.retention_days,
-            workers=settings.listener.workers,
-        )
 
     @property
     def journal_backlog(self) -> int:
@@ -301,8 +338,7 @@ class Recorder:
         if self.db_available:
             try:
                 stored = await self._db(self._repo.record, records)
-                self.stored += stored
-                metrics.STORAGE.labels("database").inc(stored)
+                self.events.incidents(StoragePath.DATABASE, stored)
             except Exception as exc:
                 self._db_failed(exc)
             else:
@@ -311,12 +347,10 @@ class Recorder:
         try:
             await self._io(self._journal.append, records)
             self._journal_refused = False
-            self.journaled += len(records)
-            metrics.STORAGE.labels("journal").inc(len(records))
+            self.events.incidents(StoragePath.JOURNAL, len(records))
         except (JournalFull, OSError) as exc:  # OSError: never let the writer task die of a disk error
             self._journal_refused = True
-            self.rejected += len(records)
-            metrics.STORAGE.labels("rejected").inc(len(records))
+            self.events.incidents(StoragePath.REJECTED, len(records))
             log.error("incidents refused: database unavailable and %s", exc)
             error = StorageUnavailable(f"database unavailable and {exc}")
         _resolve(batch, error)
@@ -326,8 +360,7 @@ class Recorder:
         reason = self.db_reason or "database unavailable"
         schema = isinstance(exc, SchemaOutOfDate)
         if exc is not None:
-            self.db_errors += 1
-            metrics.DB_ERRORS.inc()
+            self.events.database_error()
             reason = _reason(self.database_url, exc)
         if self.db_available or schema != self._schema_problem:
             # Once per outage, and again when it turns from "no answer" into "wrong schema" (the
@@ -362,8 +395,7 @@ class Recorder:
     async def _recover(self) -> None:
         """Probe the database; when it answers, replay the journal (idempotently)."""
         assert self._repo is not None and self._journal is not None
-        self.db_attempts += 1
-        metrics.DB_ATTEMPTS.inc()
+        self.events.recovery_attempt()
         try:
             await self._db(self._repo.ping)
             if not self._schema_ready:
@@ -374,8 +406,7 @@ class Recorder:
                 for start in range(0, len(records), self.batch_size):
                     chunk = records[start : start + self.batch_size]
                     replayed = await self._db(self._repo.record, chunk)
-                    self.replayed += replayed
-                    metrics.STORAGE.labels("replayed").inc(replayed)
+                    self.events.incidents(StoragePath.REPLAYED, replayed)
                 await self._io(self._journal.done, path)
                 self._journal_refused = False  # the replayed file's space is free again
         except Exception as exc:
@@ -403,8 +434,7 @@ class Recorder:
             except TimeoutError:
                 break
         left = self.journal_backlog
-        metrics.JOURNAL_BACKLOG.set(left)
-        metrics.JOURNAL_LEFT_AT_STOP.set(left)
+        self.events.stopped(left)
         if left:
             log.error(
                 "stopping with %d incidents not yet in the database (%s); they stay in the journal "
@@ -439,7 +469,8 @@ class Recorder:
                     log.info("replaying %d incidents from %s", len(records), taken)
                     for start in range(0, len(records), self.batch_size):
                         chunk = records[start : start + self.batch_size]
-                        self.replayed += await self._db(self._repo.record, chunk)
+                        replayed = await self._db(self._repo.record, chunk)
+                        self.events.incidents(StoragePath.REPLAYED, replayed)
                     await self._io(journal.done, taken)
             except Exception as exc:
                 self._db_failed(exc)
@@ -454,7 +485,6 @@ class Recorder:
         try:
             # Chunk by chunk, so incident writes interleave with a long purge.
             while (n := await self._db(self._repo.purge_chunk, before, PURGE_CHUNK)) > 0:
-                self.purged += n
                 if n < PURGE_CHUNK or self._stopping:
                     break
         except Exception as exc:

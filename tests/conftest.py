@@ -1,4 +1,8 @@
-"""Fixtures shared by the relay tests: a recording next hop and a gateway on ephemeral ports."""
+"""Fixtures shared by the relay tests: a recording next hop and a gateway on ephemeral ports.
+
+``gateway`` is imported inside the fixtures, not here: this file is loaded for every test under
+``tests/``, and ``tests/storage`` runs without the gateway (storage never imports it).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,17 @@ import os
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from gateway.app import App
-from gateway.config import Settings
-from gateway.pipeline import Step
 from tests.certs import PKI, make_pki
 from tests.recording_server import RecordingServer
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+    from gateway.config import Settings
+    from gateway.pipeline import Step
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -59,19 +65,21 @@ async def hop() -> AsyncIterator[RecordingServer]:
     await server.stop()
 
 
-GatewayFactory = Callable[..., Awaitable[App]]
+GatewayFactory = Callable[..., Awaitable["Gateway"]]
 
 
 @pytest.fixture
 async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
     """Start gateways on 127.0.0.1:0; ``overrides`` are dotted keys, e.g. {"listener.max_recipients": 2}."""
-    apps: list[App] = []
+    from gateway.app import Gateway
+
+    apps: list[Gateway] = []
 
     async def factory(
         next_hop: str, overrides: dict[str, Any] | None = None, extra_steps: list[Step] | None = None
-    ) -> App:
+    ) -> Gateway:
         settings = gateway_settings(tmp_path, next_hop, overrides)
-        app = App(settings, extra_steps=extra_steps or [])
+        app = Gateway(settings, extra_steps=extra_steps or [])
         await app.start()
         apps.append(app)
         return app
@@ -82,6 +90,8 @@ async def make_gateway(tmp_path: Path) -> AsyncIterator[GatewayFactory]:
 
 
 def gateway_settings(tmp_path: Path, next_hop: str, overrides: dict[str, Any] | None = None) -> Settings:
+    from gateway.config import Settings
+
     data: dict[str, Any] = {
         "listener": {"listen": "127.0.0.1:0", "hostname": "gw.test", "grace_period": 5},
         "next_hop": {"address": next_hop, "tls": "none"},

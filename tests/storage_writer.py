@@ -10,7 +10,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from storage.recorder import Recorder
+from storage.recorder import Recorder, Tally
 from tests.storage_builders import records_for
 
 
@@ -18,7 +18,8 @@ async def main(url: str, journal: str, tag: str, count: int) -> None:
     shared = records_for(count, tag="shared")
     own = records_for(count, tag=tag)
     records = [r for pair in zip(shared, own, strict=True) for r in pair]
-    rec = Recorder(url, Path(journal), db_timeout=60.0)
+    counts = Tally()
+    rec = Recorder(url, Path(journal), db_timeout=60.0, events=counts)
     await rec.start()
     semaphore = asyncio.Semaphore(8)
 
@@ -28,7 +29,7 @@ async def main(url: str, journal: str, tag: str, count: int) -> None:
 
     await asyncio.gather(*(one(records[i : i + 10]) for i in range(0, len(records), 10)))
     await rec.stop()
-    print(f"stored={rec.stored} journaled={rec.journaled} errors={rec.db_errors}")
+    print(f"stored={counts.stored} journaled={counts.journaled} errors={counts.db_errors}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from functools import cache
 from gateway.bounce.parse import ParseError, parse
 from gateway.bounce.report import BounceReport
 from tests.corpus_table import Sample, require_corpus, samples
-from tests.test_positives import check_human_parts
+from tests.human_parts import check_human_parts
 
 #: The only real family member in the corpus (legacy on-premises Exchange).
 LEGACY_AUTH_REQUIRED = {"sisimai/maildir/bsd/lhost-exchange2007-04.eml"}

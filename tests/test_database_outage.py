@@ -21,10 +21,11 @@ import pytest
 from gateway import metrics
 from storage.db import upgrade
 from storage.journal import Journal
-from storage.recorder import Recorder
+from storage.recorder import Recorder, Tally
 from storage.repository import IncidentFilter, Repository
 from tests.chaos.harness import Msg, send_all, tagged
 from tests.conftest import GatewayFactory
+from tests.metric_samples import MetricDeltas
 from tests.outage import explained_ids, most_attempts, postgres_proxy, through
 from tests.positives import POSITIVES
 from tests.processes import free_port, wait_until
@@ -58,8 +59,14 @@ async def test_outage_attempts_follow_the_backoff(
 ) -> None:
     upgrade(pg_schema_url)
     url = through(proxy, pg_schema_url)
+    counts = Tally()
     rec = Recorder(
-        url, tmp_path / "incidents.jsonl", db_timeout=2.0, retry_interval=FIRST, retry_max_interval=CAP
+        url,
+        tmp_path / "incidents.jsonl",
+        db_timeout=2.0,
+        retry_interval=FIRST,
+        retry_max_interval=CAP,
+        events=counts,
     )
     await rec.start()
     records = records_for(30)
@@ -78,7 +85,7 @@ async def test_outage_attempts_follow_the_backoff(
     bound = 1 + most_attempts(outage, FIRST, CAP)
     print(f"outage {outage:.1f}s: {attempts} connection attempts (bound {bound})")
     assert 2 <= attempts <= bound
-    assert rec.journaled == 20 and count(pg_schema_url) == 30
+    assert counts.journaled == 20 and count(pg_schema_url) == 30
 
 
 @pytest.mark.postgres
@@ -95,7 +102,7 @@ async def test_gateway_starts_without_the_database_and_catches_up(
         assert "bouncegw_database_available 0.0" in (await client.get("/metrics")).text
         positive = POSITIVES[0]
         msgs = [Msg(f"start-{i}", tagged(f"start-{i}", positive.data, message_id=True)) for i in range(3)]
-        outcomes = await send_all(app.gateway.port, msgs)
+        outcomes = await send_all(app.listener.port, msgs)
         assert [o.code for o in outcomes] == [250, 250, 250]
         expected = 3 * len(positive.expected)
         assert app.recorder.journal_backlog == expected
@@ -103,9 +110,11 @@ async def test_gateway_starts_without_the_database_and_catches_up(
         assert answer.status_code == 503 and answer.headers["retry-after"]
         assert "unavailable" in answer.json()["detail"] and "127.0.0.1" in answer.json()["detail"]
 
-        attempts = app.recorder.db_attempts
+        attempts = MetricDeltas()
         proxy.restore()  # reachable, but without the bouncegw schema: keep journaling, say why
-        await wait_until(lambda: app.recorder.db_attempts > attempts + 1, "a recovery attempt")
+        await wait_until(
+            lambda: attempts("bouncegw_database_recovery_attempts_total") > 1, "a recovery attempt"
+        )
         assert not app.recorder.db_available and "bouncegw db upgrade" in (app.recorder.db_reason or "")
         await asyncio.to_thread(upgrade, pg_schema_url)  # the operator (or the migrate job) runs it
         await wait_until(
@@ -151,7 +160,8 @@ async def test_stop_drains_the_journal_or_says_what_is_left(
     options = {"db_timeout": 1.0, "retry_interval": FIRST, "retry_max_interval": CAP}
     records = records_for(12)
     proxy.cut()
-    rec = Recorder(url, journal, **options)  # type: ignore[arg-type]
+    # The gateway's observer: what is left at stop goes to bouncegw_journal_left_at_stop_incidents.
+    rec = Recorder(url, journal, events=metrics.RecorderMetrics(), **options)  # type: ignore[arg-type]
     await rec.start(unavailable="down in this test")
     await rec.submit(records[:6])
     with caplog.at_level(logging.ERROR, logger="storage.recorder"):
@@ -160,7 +170,7 @@ async def test_stop_drains_the_journal_or_says_what_is_left(
     assert len(lines) == 1 and "6 incidents" in lines[0] and str(journal) in lines[0]
     assert metrics.JOURNAL_LEFT_AT_STOP._value.get() == 6  # type: ignore[attr-defined]
 
-    rec = Recorder(url, journal, **options)  # type: ignore[arg-type]  # the next process
+    rec = Recorder(url, journal, events=metrics.RecorderMetrics(), **options)  # type: ignore[arg-type]
     await rec.start(unavailable="still down")
     assert rec.journal_backlog == 6
     await rec.submit(records[6:])
@@ -206,7 +216,7 @@ async def test_a_repeated_bounce_names_the_incident_that_exists(
     positive = POSITIVES[0]
     msg = Msg("repeat", tagged("repeat", positive.data, message_id=True))
     for app in (first, second, first):  # relayed, then retried through the other replica and back
-        assert [o.code for o in await send_all(app.gateway.port, [msg])] == [250]
+        assert [o.code for o in await send_all(app.listener.port, [msg])] == [250]
     named = [explained_ids(m.data) for m in hop.messages]
     assert len(named) == 3 and named[0] and named[0] == named[1] == named[2]
     repo = Repository.from_url(first.settings.database.url)
@@ -226,8 +236,8 @@ async def test_a_repeated_bounce_names_the_incident_that_exists(
 def test_a_mailbox_copy_names_the_relays_incident_ids() -> None:
     from gateway.bounce.parse import parse
     from gateway.identity import bounce_digest
+    from gateway.incidents import stable_ids
     from gateway.scan import Message, examine
-    from storage.incidents import stable_ids
 
     original = POSITIVES[0].data
     relay_ids = stable_ids(parse(original), bounce_digest(original))

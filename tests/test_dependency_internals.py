@@ -89,12 +89,12 @@ async def test_aiosmtpd_session_state_and_dispatch(
 ) -> None:
     """A live RelaySMTP session: the private state it touches, and dispatch through _smtp_methods."""
     app = await make_gateway(hop.address)
-    reader, writer = await asyncio.open_connection("127.0.0.1", app.gateway.port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", app.listener.port)
     try:
         assert (await _line(reader)).startswith(b"220 ")
         writer.write(b"HELO guard.test\r\n")
         assert (await _line(reader)).startswith(b"250 ")
-        (session,) = app.gateway.sessions
+        (session,) = app.listener.sessions
         assert isinstance(session, RelaySMTP)
         # _create_session / _create_envelope overrides are what aiosmtpd used
         assert isinstance(session.session, RelaySession)
@@ -132,7 +132,7 @@ async def test_aiosmtpd_idle_timeout_runs_our_callback(
     hop: RecordingServer, make_gateway: GatewayFactory
 ) -> None:
     app = await make_gateway(hop.address, {"listener.command_timeout": 0.3})
-    reader, writer = await asyncio.open_connection("127.0.0.1", app.gateway.port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", app.listener.port)
     try:
         assert (await _line(reader)).startswith(b"220 ")
         # RelaySMTP._timeout_cb says 421 before aiosmtpd's closes the connection

@@ -99,7 +99,7 @@ async def test_upstream_results_are_sealed_and_verify(
     upstream = f"Authentication-Results: {AUTHSERV_ID}; dkim=pass header.d={TENANT[1]}\r\n".encode()
     app = await make_gateway(hop.address, _overrides(keys))
     before = _seals("sealed")
-    await _relay(app.gateway.port, upstream + ndr)
+    await _relay(app.listener.port, upstream + ndr)
     out = hop.messages[0].data
     assert hop.messages[0].message.startswith(b"ARC-Seal: i=1; ")
     assert b"X-Bouncegw-Explained:" in out
@@ -116,7 +116,7 @@ async def test_own_verification_records_the_pre_edit_signature(
     app = await make_gateway(
         hop.address, _overrides(keys, arc_results="verify", arc_dns_server=dns_server.address)
     )
-    await _relay(app.gateway.port, _signed_ndr(keys))
+    await _relay(app.listener.port, _signed_ndr(keys))
     out = hop.messages[0].data
     assert f"selector1._domainkey.{TENANT[1]}" in dns_server.queries  # the real resolver asked
     cv, _, reason = dkim.arc_verify(out, dnsfunc=arc.resolver_for(dns_server.address))
@@ -135,7 +135,7 @@ async def test_own_verification_of_a_tampered_signature_says_fail(
     app = await make_gateway(
         hop.address, _overrides(keys, arc_results="verify", arc_dns_server=dns_server.address)
     )
-    await _relay(app.gateway.port, tampered)
+    await _relay(app.listener.port, tampered)
     out = hop.messages[0].data
     assert dkim.arc_verify(out, dnsfunc=arc.resolver_for(dns_server.address))[0] == b"pass"
     assert f"{AUTHSERV_ID}; dkim=fail header.d={TENANT[1]}" in _aar(out)
@@ -153,7 +153,7 @@ async def test_an_existing_chain_is_extended_to_instance_2(
     app = await make_gateway(
         hop.address, _overrides(keys, arc_results=mode, arc_dns_server=dns_server.address)
     )
-    await _relay(app.gateway.port, message)
+    await _relay(app.listener.port, message)
     out = hop.messages[0].data
     assert hop.messages[0].message.startswith(b"ARC-Seal: i=2; ")
     assert out.count(b"ARC-Seal:") == 2  # extended, not replaced
@@ -172,7 +172,7 @@ async def test_a_broken_key_relays_the_explained_bounce_unsealed(
     overrides = _overrides(keys) | {"explain.arc_key_file": str(broken)}
     app = await make_gateway(hop.address, overrides)
     before = _seals("failed")
-    await _relay(app.gateway.port, upstream + _signed_ndr(keys))
+    await _relay(app.listener.port, upstream + _signed_ndr(keys))
     out = hop.messages[0].data
     assert hop.messages[0].message.startswith(b"X-Bouncegw-Explained:")  # explained, relayed, not sealed
     assert b"ARC-Seal:" not in out
@@ -186,7 +186,7 @@ async def test_nothing_to_record_is_not_sealed(
     before = _seals("no_results")
     # An Authentication-Results of another ADMD is not ours to attest.
     foreign = b"Authentication-Results: mx.elsewhere.example; dkim=pass\r\n"
-    await _relay(app.gateway.port, foreign + _signed_ndr(keys))
+    await _relay(app.listener.port, foreign + _signed_ndr(keys))
     out = hop.messages[0].data
     assert hop.messages[0].message.startswith(b"X-Bouncegw-Explained:") and b"ARC-Seal:" not in out
     assert _seals("no_results") == before + 1
@@ -200,7 +200,7 @@ async def test_results_claiming_our_id_from_outside_are_not_attested(
     )
     before = _seals("foreign_results")
     forged = f"Authentication-Results: {AUTHSERV_ID}; dkim=pass header.d=bank.example\r\n".encode()
-    await _relay(app.gateway.port, forged + _signed_ndr(keys))
+    await _relay(app.listener.port, forged + _signed_ndr(keys))
     out = hop.messages[0].data
     assert b"ARC-Seal:" not in out and hop.messages[0].message.startswith(b"X-Bouncegw-Explained:")
     assert _seals("foreign_results") == before + 1
@@ -214,7 +214,7 @@ async def test_ordinary_mail_is_never_sealed(
         "From: a@example.org\r\nTo: b@example.org\r\nSubject: hello\r\n\r\nplain mail\r\n"
     ).encode()
     app = await make_gateway(hop.address, _overrides(keys))
-    await _relay(app.gateway.port, message, sender="a@example.org")
+    await _relay(app.listener.port, message, sender="a@example.org")
     assert hop.messages[0].data.endswith(message)
     assert b"ARC-" not in hop.messages[0].data
 
@@ -302,7 +302,7 @@ async def test_a_chain_longer_than_the_cap_is_not_verified_or_sealed(
         f"ARC-Seal: i={i}; a=rsa-sha256; cv=pass; d=relay{i}.example; s=s; b=AAAA\r\n".encode()
         for i in range(arc.MAX_ARC_INSTANCES + 1, 0, -1)
     )
-    await _relay(app.gateway.port, seals + _signed_ndr(keys))
+    await _relay(app.listener.port, seals + _signed_ndr(keys))
     out = hop.messages[0].data
     assert b"X-Bouncegw-Explained:" in out  # explained and relayed...
     assert out.count(b"ARC-Seal:") == arc.MAX_ARC_INSTANCES + 1  # ...with no seal of ours
@@ -320,7 +320,7 @@ async def test_sealing_runs_on_its_own_threads(
         app = await make_gateway(
             hop.address, _overrides(keys, arc_results="verify", arc_dns_server=slow.address)
         )
-        relay = asyncio.create_task(_relay(app.gateway.port, _signed_ndr(keys)))
+        relay = asyncio.create_task(_relay(app.listener.port, _signed_ndr(keys)))
         while not slow.queries and not relay.done():
             await asyncio.sleep(0.05)
         names = [t.name for t in threading.enumerate()]

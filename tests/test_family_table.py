@@ -20,7 +20,7 @@ from gateway.explain import render
 from tests.conftest import GatewayFactory
 from tests.positives import exo_reply_ndr, qp
 from tests.recording_server import RecordingServer
-from tests.test_relay import asend
+from tests.smtp_client import asend
 
 LANGUAGES = ("en", "ja")
 
@@ -101,7 +101,7 @@ async def test_a_row_added_to_the_table_flows_through_the_gateway(
     assert prefilter.might_be_family_bounce(data)
     before = family_count(CATEGORY_SENDER_NOT_AUTHENTICATED, "example_kind")
     app = await make_gateway(hop.address)
-    await asend(app.gateway.port, "", ["sender@example.org"], data)
+    await asend(app.listener.port, "", ["sender@example.org"], data)
 
     out = hop.messages[0].message
     assert out.startswith(b"X-Bouncegw-Explained: ")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
 import hashlib
 import json
 import subprocess
@@ -17,22 +15,13 @@ from gateway.bounce.parse import parse
 from storage.db import SchemaOutOfDate, upgrade
 from storage.repository import IncidentFilter, Repository
 from tests.conftest import GatewayFactory
+from tests.explain_checks import delivery_status_fields
+from tests.metric_samples import MetricDeltas
 from tests.positives import NEGATIVES, POSITIVES
 from tests.recording_server import RecordingServer
-from tests.test_relay import MESSAGE, asend
+from tests.smtp_client import MESSAGE, asend
 
 pytest_plugins = ["tests.storage_fixtures"]
-
-
-def delivery_status_fields(data: bytes) -> list[list[tuple[str, str]]]:
-    """Every header block of every delivery-status part, as parsed by the stdlib."""
-    message = email.message_from_bytes(data, policy=email.policy.compat32)
-    blocks = []
-    for part in message.walk():
-        if part.get_content_type() in {"message/delivery-status", "message/global-delivery-status"}:
-            for group in part.get_payload():
-                blocks.append([(k.lower(), " ".join(v.split())) for k, v in group.items()])
-    return blocks
 
 
 def incidents(app_url: str) -> list[dict[str, object]]:
@@ -44,7 +33,7 @@ async def test_family_bounce_is_explained_and_recorded(
     positive: object, hop: RecordingServer, make_gateway: GatewayFactory
 ) -> None:
     app = await make_gateway(hop.address)
-    await asend(app.gateway.port, "", ["sender@example.org"], positive.data)  # type: ignore[attr-defined]
+    await asend(app.listener.port, "", ["sender@example.org"], positive.data)  # type: ignore[attr-defined]
     assert len(hop.messages) == 1
     out = hop.messages[0].message
     first_line = out.split(b"\r\n", 1)[0]
@@ -76,7 +65,7 @@ async def test_ordinary_mail_and_negatives_pass_byte_identical(
     samples = [MESSAGE, *(n.data for n in NEGATIVES if not n.allowed)]
     assert len(samples) > 4
     for data in samples:
-        await asend(app.gateway.port, "", ["sender@example.org"], data)
+        await asend(app.listener.port, "", ["sender@example.org"], data)
     assert [hashlib.sha256(m.message).hexdigest() for m in hop.messages] == [
         hashlib.sha256(d).hexdigest() for d in samples
     ]
@@ -93,10 +82,10 @@ async def test_retried_bounce_is_recorded_once_and_explained_bounce_not_again(
 ) -> None:
     positive = next(p for p in POSITIVES if len(p.expected) == 1)
     app = await make_gateway(hop.address)
-    await asend(app.gateway.port, "", ["sender@example.org"], positive.data)
-    await asend(app.gateway.port, "", ["sender@example.org"], positive.data)  # an upstream retry
+    await asend(app.listener.port, "", ["sender@example.org"], positive.data)
+    await asend(app.listener.port, "", ["sender@example.org"], positive.data)  # an upstream retry
     explained = hop.messages[0].message
-    await asend(app.gateway.port, "", ["sender@example.org"], explained)  # came back through a second hop
+    await asend(app.listener.port, "", ["sender@example.org"], explained)  # came back through a second hop
     assert len(hop.messages) == 3
     assert hop.messages[2].message == explained  # untouched
     rows = await asyncio.to_thread(incidents, f"http://127.0.0.1:{app.http_port}")
@@ -111,9 +100,10 @@ async def test_annotation_failure_relays_the_original(
         b'charset="utf-8"', b'charset="x-no-such-charset"'
     )
     app = await make_gateway(hop.address)
-    await asend(app.gateway.port, "", ["sender@example.org"], broken)
+    counted = MetricDeltas()
+    await asend(app.listener.port, "", ["sender@example.org"], broken)
     assert hop.messages[0].message == broken
-    assert app.counters.annotations["failed"] == 1
+    assert counted("bouncegw_annotations_total", outcome="failed") == 1
     # still recorded, marked as not annotated
     rows = await asyncio.to_thread(incidents, f"http://127.0.0.1:{app.http_port}")
     assert rows and not any(r["annotated"] for r in rows)
@@ -124,7 +114,7 @@ async def test_deferred_relay_records_nothing(hop: RecordingServer, make_gateway
     positive = POSITIVES[0]
     app = await make_gateway(hop.address)
     with pytest.raises(Exception):  # noqa: B017 - smtplib.SMTPDataError
-        await asend(app.gateway.port, "", ["sender@example.org"], positive.data)
+        await asend(app.listener.port, "", ["sender@example.org"], positive.data)
     rows = await asyncio.to_thread(incidents, f"http://127.0.0.1:{app.http_port}")
     assert rows == []
 
@@ -139,7 +129,7 @@ async def test_recorded_on_either_database_and_queryable_at_once(
         await asyncio.to_thread(upgrade, db_url)
     app = await make_gateway(hop.address, {"database.url": db_url})
     positive = next(p for p in POSITIVES if len(p.expected) == 1)
-    await asend(app.gateway.port, "", ["sender@example.org"], positive.data)
+    await asend(app.listener.port, "", ["sender@example.org"], positive.data)
     # no waiting: the incident is durable before the upstream hears 250
     rows = await asyncio.to_thread(incidents, f"http://127.0.0.1:{app.http_port}")
     assert [(r["failed_recipient"], r["status"]) for r in rows] == [

@@ -23,8 +23,8 @@ from storage.repository import Repository
 from tests.conftest import need
 from tests.processes import free_port, run_bouncegw, start_serve
 from tests.recording_server import RecordingServer
+from tests.smtp_client import MESSAGE
 from tests.storage_builders import records_for
-from tests.test_relay import MESSAGE
 
 pytest_plugins = ["tests.storage_fixtures"]
 

@@ -138,7 +138,7 @@ async def test_the_gateway_refuses_a_looping_message_with_5_4_6_and_counts_it(
     sent = ours(3).replace(b"gw.example.net", app.settings.listener.hostname.encode()) + BODY
 
     def send(message: bytes) -> None:
-        with smtplib.SMTP("127.0.0.1", app.gateway.port, timeout=30) as smtp:
+        with smtplib.SMTP("127.0.0.1", app.listener.port, timeout=30) as smtp:
             smtp.sendmail("a@example.org", ["b@example.com"], message)
 
     with pytest.raises(smtplib.SMTPDataError) as refused:

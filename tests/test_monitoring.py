@@ -23,7 +23,7 @@ from gateway.logs import setup_logging
 from tests.conftest import GatewayFactory
 from tests.positives import POSITIVES
 from tests.recording_server import RecordingServer
-from tests.test_relay import MESSAGE, asend
+from tests.smtp_client import MESSAGE, asend
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -73,8 +73,8 @@ async def test_live_exposition_has_every_metric_of_the_dashboard_and_rules_and_c
     app = await make_gateway(hop.address)
     _, before = await scrape(app.http_port)
 
-    await asend(app.gateway.port, "alice@example.org", ["bob@example.com"], MESSAGE)
-    await asend(app.gateway.port, "", ["sender@example.org"], positive.data)
+    await asend(app.listener.port, "alice@example.org", ["bob@example.com"], MESSAGE)
+    await asend(app.listener.port, "", ["sender@example.org"], positive.data)
 
     text, after = await scrape(app.http_port)
     exposed = {name for name, _ in after}
@@ -132,9 +132,9 @@ async def test_refused_connections_and_next_hop_errors_are_counted(
         dead = f"127.0.0.1:{s.getsockname()[1]}"
     app = await make_gateway(dead, {"listener.allowed_networks": ["127.0.0.1/32"]})
     _, before = await scrape(app.http_port)
-    await asyncio.to_thread(connect_and_wait_for_close, app.gateway.port, "127.0.0.2")
+    await asyncio.to_thread(connect_and_wait_for_close, app.listener.port, "127.0.0.2")
     with pytest.raises(Exception):  # noqa: B017 - 451 from MAIL: the next hop is unreachable
-        await asend(app.gateway.port, "a@example.org", ["b@example.com"], MESSAGE)
+        await asend(app.listener.port, "a@example.org", ["b@example.com"], MESSAGE)
     _, after = await scrape(app.http_port)
     refused = value(after, "bouncegw_connections_refused_total", reason="network")
     assert refused - value(before, "bouncegw_connections_refused_total", reason="network") == 1
@@ -149,7 +149,7 @@ async def test_healthz_and_readyz_need_no_token(hop: RecordingServer, make_gatew
     assert (await asyncio.to_thread(get, f"{base}/api/v1/incidents")).status_code == 401
     live = await asyncio.to_thread(get, f"{base}/healthz")
     assert live.status_code == 200 and live.json() == {"status": "alive"}
-    await asend(app.gateway.port, "a@example.org", ["b@example.com"], MESSAGE)  # the hop just answered
+    await asend(app.listener.port, "a@example.org", ["b@example.com"], MESSAGE)  # the hop just answered
     ready = await asyncio.to_thread(get, f"{base}/readyz")
     assert ready.status_code == 200, ready.text
     body = ready.json()
@@ -181,8 +181,8 @@ async def test_readyz_says_which_check_failed(make_gateway: GatewayFactory) -> N
     assert ready.status_code == 503
     assert ready.json()["failed"] == ["next_hop"]
     assert ready.json()["checks"]["storage"] == {"ok": True, "detail": "database writable"}
-    assert app.gateway.server is not None
-    app.gateway.server.close()  # as at the start of a graceful stop
+    assert app.listener.server is not None
+    app.listener.server.close()  # as at the start of a graceful stop
     ready = await asyncio.to_thread(get, url)
     assert ready.status_code == 503
     assert ready.json()["failed"] == ["listener", "next_hop"]
@@ -273,8 +273,8 @@ async def test_one_json_line_per_transaction_without_bodies(
     positive = next(p for p in POSITIVES if len(p.expected) == 1)
     app = await make_gateway(hop.address)
     setup_logging("INFO", "json")
-    await asend(app.gateway.port, "alice@example.org", ["bob@example.com", "carol@example.com"], MESSAGE)
-    await asend(app.gateway.port, "", ["sender@example.org"], positive.data)
+    await asend(app.listener.port, "alice@example.org", ["bob@example.com", "carol@example.com"], MESSAGE)
+    await asend(app.listener.port, "", ["sender@example.org"], positive.data)
     err = capsys.readouterr().err
     ordinary, bounce = transaction_lines(err)
     for line in (ordinary, bounce):
@@ -311,11 +311,11 @@ async def test_text_format_and_level(
 ) -> None:
     app = await make_gateway(hop.address)
     setup_logging("INFO", "text")
-    await asend(app.gateway.port, "alice@example.org", ["bob@example.com"], MESSAGE)
+    await asend(app.listener.port, "alice@example.org", ["bob@example.com"], MESSAGE)
     err = capsys.readouterr().err
     (line,) = [line for line in err.splitlines() if "bouncegw.transaction" in line]
     assert " INFO bouncegw.transaction: transaction " in line
     assert "outcome=relayed" in line and "sender=alice@example.org" in line and "recipients=1" in line
     setup_logging("WARNING", "json")
-    await asend(app.gateway.port, "alice@example.org", ["bob@example.com"], MESSAGE)
+    await asend(app.listener.port, "alice@example.org", ["bob@example.com"], MESSAGE)
     assert transaction_lines(capsys.readouterr().err) == []

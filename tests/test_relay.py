@@ -17,64 +17,15 @@ from gateway.relay import Reply
 from gateway.transaction import MessageContext
 from tests.certs import PKI
 from tests.conftest import GatewayFactory
+from tests.metric_samples import MetricDeltas
+from tests.processes import wait_until
 from tests.recording_server import RecordingServer
-
-MESSAGE = (
-    b"From: Alice <alice@example.org>\r\n"
-    b"To: bob@example.com\r\n"
-    b"Subject: =?utf-8?q?r=C3=A9sum=C3=A9?=\r\n"
-    b"Message-ID: <m1@example.org>\r\n"
-    b"\r\n"
-    b".a line that starts with a dot\r\n"
-    b"..two dots\r\n"
-    b".\r\n"
-    b"\tindented line with trailing space \r\n"
-    b"\r\n"
-    b"last line\r\n"
-)
-
-
-#: A client's transaction up to the DATA command, for raw dialogues.
-UP_TO_DATA = [b"EHLO c\r\n", b"MAIL FROM:<a@example.org>\r\n", b"RCPT TO:<b@example.com>\r\n", b"DATA\r\n"]
-
-
-def send(port: int, sender: str, rcpts: list[str], data: bytes, **kw: Any) -> dict[str, tuple[int, bytes]]:
-    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
-        return client.sendmail(sender, rcpts, data, **kw)
-
-
-async def asend(
-    port: int, sender: str, rcpts: list[str], data: bytes, **kw: Any
-) -> dict[str, tuple[int, bytes]]:
-    return await asyncio.to_thread(send, port, sender, rcpts, data, **kw)
-
-
-def dialogue(
-    port: int, lines: list[bytes], *, source: str | None = None, read_final: bool = True
-) -> list[str]:
-    """Send raw command lines (pipelined in one write) and collect every reply line."""
-    with socket.create_connection(
-        ("127.0.0.1", port), timeout=10, source_address=(source, 0) if source else None
-    ) as sock:
-        reader = sock.makefile("rb")
-        out = [reader.readline().decode()]
-        sock.sendall(b"".join(lines))
-        try:
-            while True:
-                line = reader.readline()
-                if not line:
-                    break
-                out.append(line.decode().rstrip("\r\n"))
-                if out[-1].startswith("221"):
-                    break
-        except (TimeoutError, ConnectionError):
-            pass  # the gateway closed the connection (after a 421/554)
-        return out
+from tests.smtp_client import MESSAGE, UP_TO_DATA, asend, dialogue
 
 
 async def test_message_arrives_byte_identical(hop: RecordingServer, make_gateway: GatewayFactory) -> None:
     app = await make_gateway(hop.address)
-    refused = await asend(app.gateway.port, "alice@example.org", ["bob@example.com"], MESSAGE)
+    refused = await asend(app.listener.port, "alice@example.org", ["bob@example.com"], MESSAGE)
     assert refused == {}
     assert len(hop.messages) == 1
     assert hashlib.sha256(hop.messages[0].message).digest() == hashlib.sha256(MESSAGE).digest()
@@ -84,7 +35,7 @@ async def test_message_arrives_byte_identical(hop: RecordingServer, make_gateway
 
 async def test_null_sender_is_relayed(hop: RecordingServer, make_gateway: GatewayFactory) -> None:
     app = await make_gateway(hop.address)
-    await asend(app.gateway.port, "<>", ["bob@example.com"], MESSAGE)
+    await asend(app.listener.port, "<>", ["bob@example.com"], MESSAGE)
     assert hop.messages[0].mail_from == f"FROM:<> size={len(MESSAGE)}"  # smtplib's SIZE, passed on
 
 
@@ -92,7 +43,7 @@ async def test_ehlo_advertises_relay_extensions(hop: RecordingServer, make_gatew
     app = await make_gateway(hop.address)
 
     def ehlo() -> set[str]:
-        with smtplib.SMTP("127.0.0.1", app.gateway.port) as client:
+        with smtplib.SMTP("127.0.0.1", app.listener.port) as client:
             client.ehlo("client.test")
             return set(client.esmtp_features)
 
@@ -110,7 +61,7 @@ async def test_refused_recipient_gets_next_hop_reply_others_delivered_once(
     )
     app = await make_gateway(hop.address)
     refused = await asend(
-        app.gateway.port,
+        app.listener.port,
         "alice@example.org",
         ["one@example.com", "bad@example.com", "two@example.com"],
         MESSAGE,
@@ -133,7 +84,7 @@ async def test_data_reply_is_the_next_hops(
     hop.replies["DATA_END"] = lambda _: reply
     app = await make_gateway(hop.address)
     with pytest.raises(smtplib.SMTPDataError) as info:
-        await asend(app.gateway.port, "alice@example.org", ["bob@example.com"], MESSAGE)
+        await asend(app.listener.port, "alice@example.org", ["bob@example.com"], MESSAGE)
     assert (info.value.smtp_code, info.value.smtp_error) == (code, text)
     assert hop.messages == []
 
@@ -147,11 +98,11 @@ async def test_next_hop_421_at_data_becomes_451_and_connection_is_dropped(
     hop.replies[stage] = lambda _: "421 4.3.2 Shutting down"
     app = await make_gateway(hop.address)
     with pytest.raises(smtplib.SMTPDataError) as info:
-        await asend(app.gateway.port, "alice@example.org", ["bob@example.com"], MESSAGE)
+        await asend(app.listener.port, "alice@example.org", ["bob@example.com"], MESSAGE)
     assert info.value.smtp_code == 451
     assert info.value.smtp_error.startswith(b"4.4.2 ")
     del hop.replies[stage]
-    await asend(app.gateway.port, "alice@example.org", ["bob@example.com"], MESSAGE)
+    await asend(app.listener.port, "alice@example.org", ["bob@example.com"], MESSAGE)
     assert len(hop.messages) == 1
     assert hop.connections == 2  # a fresh connection, not the one that said 421
 
@@ -163,7 +114,7 @@ async def test_multiline_next_hop_reply_is_relayed_whole(
     app = await make_gateway(hop.address)
     out = await asyncio.to_thread(
         dialogue,
-        app.gateway.port,
+        app.listener.port,
         [b"EHLO c.test\r\n", b"MAIL FROM:<a@example.org>\r\n", b"RCPT TO:<b@example.com>\r\n", b"QUIT\r\n"],
     )
     assert "550-5.7.1 first line" in out and "550 5.7.1 second line" in out
@@ -175,7 +126,7 @@ async def test_next_hop_down_is_451_441(make_gateway: GatewayFactory) -> None:
         dead = probe.getsockname()[1]
     app = await make_gateway(f"127.0.0.1:{dead}")
     with pytest.raises(smtplib.SMTPSenderRefused) as info:
-        await asend(app.gateway.port, "alice@example.org", ["bob@example.com"], MESSAGE)
+        await asend(app.listener.port, "alice@example.org", ["bob@example.com"], MESSAGE)
     assert info.value.smtp_code == 451
     assert info.value.smtp_error.startswith(b"4.4.1")
 
@@ -186,7 +137,7 @@ async def test_next_hop_hanging_on_data_is_4xx_within_timeout(
     hop.delays["DATA_END"] = 30
     app = await make_gateway(hop.address, {"next_hop.data_timeout": 0.5})
     with pytest.raises(smtplib.SMTPDataError) as info:
-        await asend(app.gateway.port, "alice@example.org", ["bob@example.com"], MESSAGE)
+        await asend(app.listener.port, "alice@example.org", ["bob@example.com"], MESSAGE)
     assert info.value.smtp_code == 451
     assert info.value.smtp_error.startswith(b"4.4.2")
 
@@ -195,7 +146,7 @@ async def test_next_hop_hanging_on_rcpt_is_4xx(hop: RecordingServer, make_gatewa
     hop.delays["RCPT"] = 30
     app = await make_gateway(hop.address, {"next_hop.command_timeout": 0.5})
     with pytest.raises(smtplib.SMTPRecipientsRefused) as info:
-        await asend(app.gateway.port, "alice@example.org", ["bob@example.com"], MESSAGE)
+        await asend(app.listener.port, "alice@example.org", ["bob@example.com"], MESSAGE)
     code, text = info.value.recipients["bob@example.com"]
     assert code == 451 and text.startswith(b"4.4.2")
 
@@ -204,7 +155,7 @@ async def test_next_hop_closing_mid_data_is_4xx(hop: RecordingServer, make_gatew
     hop.close_on["DATA_BODY"] = True
     app = await make_gateway(hop.address)
     with pytest.raises(smtplib.SMTPDataError) as info:
-        await asend(app.gateway.port, "alice@example.org", ["bob@example.com"], MESSAGE * 2000)
+        await asend(app.listener.port, "alice@example.org", ["bob@example.com"], MESSAGE * 2000)
     assert 400 <= info.value.smtp_code < 500
 
 
@@ -212,7 +163,7 @@ async def test_dsn_parameters_arrive_unchanged(hop: RecordingServer, make_gatewa
     app = await make_gateway(hop.address)
     out = await asyncio.to_thread(
         dialogue,
-        app.gateway.port,
+        app.listener.port,
         [
             b"EHLO c.test\r\n",
             b"MAIL FROM:<> RET=HDRS ENVID=QQ314159+2Bcase SIZE=300\r\n",
@@ -236,7 +187,7 @@ async def test_dsn_parameters_dropped_when_next_hop_lacks_dsn(
     hop.extensions.remove("DSN")
     app = await make_gateway(hop.address)
     await asend(
-        app.gateway.port,
+        app.listener.port,
         "a@example.org",
         ["b@example.com"],
         MESSAGE,
@@ -263,7 +214,7 @@ async def test_bad_mail_parameters_get_clear_errors(
     hop: RecordingServer, make_gateway: GatewayFactory, line: bytes, code: str
 ) -> None:
     app = await make_gateway(hop.address)
-    out = await asyncio.to_thread(dialogue, app.gateway.port, [b"EHLO c.test\r\n", line, b"QUIT\r\n"])
+    out = await asyncio.to_thread(dialogue, app.listener.port, [b"EHLO c.test\r\n", line, b"QUIT\r\n"])
     reply = next(
         x for x in out if not x.startswith("250") and not x.startswith("220") and not x.startswith("221")
     )
@@ -275,7 +226,7 @@ async def test_smtputf8_addresses_and_8bit_body(hop: RecordingServer, make_gatew
     app = await make_gateway(hop.address)
     body = "From: 山田 <yamada@例え.jp>\r\nSubject: テスト\r\n\r\n日本語の本文\r\n".encode()
     await asend(
-        app.gateway.port,
+        app.listener.port,
         "yamada@例え.jp",
         ["ユーザー@example.com"],
         body,
@@ -292,13 +243,13 @@ async def test_oversize_by_size_parameter_and_by_data(
 ) -> None:
     app = await make_gateway(hop.address, {"listener.max_message_size": 4096})
     with pytest.raises(smtplib.SMTPSenderRefused) as declared:
-        await asend(app.gateway.port, "a@example.org", ["b@example.com"], b"x" * 5000 + b"\r\n")
+        await asend(app.listener.port, "a@example.org", ["b@example.com"], b"x" * 5000 + b"\r\n")
     assert declared.value.smtp_code == 552 and declared.value.smtp_error.startswith(b"5.3.4")
 
     big = b"Subject: big\r\n\r\n" + b"y" * 900 + b"\r\n"
     out = await asyncio.to_thread(
         dialogue,
-        app.gateway.port,
+        app.listener.port,
         [
             *UP_TO_DATA,
             big * 10,
@@ -314,7 +265,7 @@ async def test_long_line_is_refused(hop: RecordingServer, make_gateway: GatewayF
     app = await make_gateway(hop.address)
     out = await asyncio.to_thread(
         dialogue,
-        app.gateway.port,
+        app.listener.port,
         [
             *UP_TO_DATA,
             b"Subject: x\r\n\r\n" + b"z" * 1200 + b"\r\n.\r\n",
@@ -327,7 +278,7 @@ async def test_long_line_is_refused(hop: RecordingServer, make_gateway: GatewayF
 
 async def test_too_many_recipients_is_452(hop: RecordingServer, make_gateway: GatewayFactory) -> None:
     app = await make_gateway(hop.address, {"listener.max_recipients": 2})
-    refused = await asend(app.gateway.port, "a@example.org", ["1@x.test", "2@x.test", "3@x.test"], MESSAGE)
+    refused = await asend(app.listener.port, "a@example.org", ["1@x.test", "2@x.test", "3@x.test"], MESSAGE)
     assert refused == {"3@x.test": (452, b"4.5.3 Too many recipients")}
     assert hop.messages[0].rcpts == ["TO:<1@x.test>", "TO:<2@x.test>"]
 
@@ -336,12 +287,13 @@ async def test_client_outside_allowed_networks_gets_554(
     hop: RecordingServer, make_gateway: GatewayFactory
 ) -> None:
     app = await make_gateway(hop.address, {"listener.allowed_networks": ["127.0.0.1/32"]})
-    out = await asyncio.to_thread(dialogue, app.gateway.port, [b"EHLO c\r\n"], source="127.0.0.2")
+    counted = MetricDeltas()
+    out = await asyncio.to_thread(dialogue, app.listener.port, [b"EHLO c\r\n"], source="127.0.0.2")
     assert out[0].startswith("554 5.7.1")
     assert len(out) == 1  # and the connection is closed
-    assert app.gateway.refused_connections == 1
+    assert counted("bouncegw_connections_refused_total", reason="network") == 1
     # an allowed client is still served
-    await asend(app.gateway.port, "a@example.org", ["b@example.com"], MESSAGE)
+    await asend(app.listener.port, "a@example.org", ["b@example.com"], MESSAGE)
     assert len(hop.messages) == 1
 
 
@@ -361,12 +313,12 @@ async def test_crash_in_processing_step_is_451_and_listener_keeps_serving(
 ) -> None:
     app = await make_gateway(hop.address, extra_steps=[Crash()])
     with pytest.raises(smtplib.SMTPDataError) as info:
-        await asend(app.gateway.port, "a@example.org", ["b@example.com"], b"Subject: x\r\n\r\ncrash me\r\n")
+        await asend(app.listener.port, "a@example.org", ["b@example.com"], b"Subject: x\r\n\r\ncrash me\r\n")
     assert info.value.smtp_code == 451
     assert info.value.smtp_error == b"4.3.0 Temporary processing error, try again later"
     assert b"secret" not in info.value.smtp_error and b"RuntimeError" not in info.value.smtp_error
     assert hop.messages == []
-    await asend(app.gateway.port, "a@example.org", ["b@example.com"], MESSAGE)
+    await asend(app.listener.port, "a@example.org", ["b@example.com"], MESSAGE)
     assert [m.message for m in hop.messages] == [MESSAGE]
 
 
@@ -382,7 +334,7 @@ async def test_bare_lf_dot_smuggling_stays_one_message(
     # smtplib would normalise the bare LFs; write the DATA section raw.
     out = await asyncio.to_thread(
         dialogue,
-        app.gateway.port,
+        app.listener.port,
         [
             *UP_TO_DATA,
             smuggled,
@@ -401,7 +353,7 @@ async def test_pipelined_transactions_and_connection_reuse(
 ) -> None:
     app = await make_gateway(hop.address)
     for _ in range(3):
-        await asend(app.gateway.port, "a@example.org", ["b@example.com"], MESSAGE)
+        await asend(app.listener.port, "a@example.org", ["b@example.com"], MESSAGE)
     assert len(hop.messages) == 3
     assert hop.connections == 1  # the pooled next-hop connection was reused
 
@@ -410,11 +362,11 @@ async def test_pooled_connection_closed_by_next_hop_is_replaced(
     hop: RecordingServer, make_gateway: GatewayFactory
 ) -> None:
     app = await make_gateway(hop.address)
-    await asend(app.gateway.port, "a@example.org", ["b@example.com"], MESSAGE)
+    await asend(app.listener.port, "a@example.org", ["b@example.com"], MESSAGE)
     for writer in list(hop._writers):  # the next hop drops its idle connection
         writer.close()
     await asyncio.sleep(0.1)
-    await asend(app.gateway.port, "a@example.org", ["b@example.com"], MESSAGE)
+    await asend(app.listener.port, "a@example.org", ["b@example.com"], MESSAGE)
     assert len(hop.messages) == 2
     assert hop.connections == 2
 
@@ -425,7 +377,7 @@ async def test_rset_and_disconnect_release_the_downstream_transaction(
     app = await make_gateway(hop.address)
     await asyncio.to_thread(
         dialogue,
-        app.gateway.port,
+        app.listener.port,
         [
             b"EHLO c\r\n",
             b"MAIL FROM:<a@example.org>\r\n",
@@ -436,8 +388,41 @@ async def test_rset_and_disconnect_release_the_downstream_transaction(
     )
     await asyncio.sleep(0.2)
     assert "RSET" in hop.commands
-    await asend(app.gateway.port, "a@example.org", ["b@example.com"], MESSAGE)
+    await asend(app.listener.port, "a@example.org", ["b@example.com"], MESSAGE)
     assert hop.connections == 1 and len(hop.messages) == 1
+
+
+class Hold:
+    """A processing step that waits until the test lets it go."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def before_relay(self, ctx: MessageContext, message: Processed) -> None:
+        self.entered.set()
+        await self.release.wait()
+
+    async def after_relay(self, ctx: MessageContext, message: Processed, reply: Reply) -> None:
+        return None
+
+
+async def test_upstream_gone_during_processing_relays_nothing(
+    hop: RecordingServer, make_gateway: GatewayFactory
+) -> None:
+    hold = Hold()
+    app = await make_gateway(hop.address, extra_steps=[hold])
+    _reader, writer = await asyncio.open_connection("127.0.0.1", app.listener.port)
+    writer.write(b"".join(UP_TO_DATA) + MESSAGE + b".\r\n")
+    await asyncio.wait_for(hold.entered.wait(), 30)
+    writer.close()  # the upstream will retry: it never heard 250
+    await writer.wait_closed()
+    await wait_until(lambda: "RSET" in hop.commands, "the downstream transaction to be aborted")
+    hold.release.set()
+    await wait_until(lambda: not app.listener.sessions, "the session to end")
+    assert hop.messages == [] and "DATA" not in hop.commands
+    await asend(app.listener.port, "a@example.org", ["b@example.com"], MESSAGE)  # still serving
+    assert [m.message for m in hop.messages] == [MESSAGE]
 
 
 async def test_slow_client_is_cut_off_by_data_timeout(
@@ -446,7 +431,7 @@ async def test_slow_client_is_cut_off_by_data_timeout(
     app = await make_gateway(hop.address, {"listener.data_idle_timeout": 0.3})
 
     def slow() -> list[str]:
-        with socket.create_connection(("127.0.0.1", app.gateway.port), timeout=10) as sock:
+        with socket.create_connection(("127.0.0.1", app.listener.port), timeout=10) as sock:
             reader = sock.makefile("rb")
             reader.readline()
             sock.sendall(b"".join(UP_TO_DATA))
@@ -491,7 +476,7 @@ async def test_starttls_in_and_out(
 
         def client() -> tuple[int, bytes]:
             context = ssl.create_default_context(cafile=str(pki.ca_cert))
-            with smtplib.SMTP("127.0.0.1", app.gateway.port) as smtp:
+            with smtplib.SMTP("127.0.0.1", app.listener.port) as smtp:
                 smtp.ehlo("c.test")
                 refused = smtp.mail("a@example.org")  # before STARTTLS: refused
                 smtp.starttls(context=context)
@@ -516,7 +501,7 @@ async def test_next_hop_certificate_is_verified(
         # No CA file: the test CA is unknown, so verification fails and nothing is relayed.
         app = await make_gateway(hop.address, {"next_hop.tls": "required"})
         with pytest.raises(smtplib.SMTPSenderRefused) as info:
-            await asend(app.gateway.port, "a@example.org", ["b@example.com"], MESSAGE)
+            await asend(app.listener.port, "a@example.org", ["b@example.com"], MESSAGE)
         assert info.value.smtp_code == 451
         assert hop.messages == []
     finally:
@@ -526,7 +511,7 @@ async def test_next_hop_certificate_is_verified(
 async def test_required_tls_not_offered_is_4xx(hop: RecordingServer, make_gateway: GatewayFactory) -> None:
     app = await make_gateway(hop.address, {"next_hop.tls": "required"})
     with pytest.raises(smtplib.SMTPSenderRefused) as info:
-        await asend(app.gateway.port, "a@example.org", ["b@example.com"], MESSAGE)
+        await asend(app.listener.port, "a@example.org", ["b@example.com"], MESSAGE)
     assert info.value.smtp_code == 451
     assert hop.messages == []
 
@@ -538,7 +523,7 @@ async def test_inbound_auth_over_tls(
 
     def client(password: str) -> int:
         context = ssl.create_default_context(cafile=str(pki.ca_cert))
-        with smtplib.SMTP("127.0.0.1", app.gateway.port) as smtp:
+        with smtplib.SMTP("127.0.0.1", app.listener.port) as smtp:
             smtp.ehlo("c.test")
             assert not smtp.has_extn("auth")  # never offered in clear text
             code, _ = smtp.mail("a@example.org")
@@ -561,7 +546,7 @@ async def test_inbound_auth_over_tls(
 
 async def test_maildir_next_hop_writes_each_message_once(tmp_path: Any, make_gateway: GatewayFactory) -> None:
     app = await make_gateway(f"maildir:{tmp_path / 'outbox'}")
-    await asend(app.gateway.port, "", ["a@example.com", "b@example.com"], MESSAGE)
+    await asend(app.listener.port, "", ["a@example.com", "b@example.com"], MESSAGE)
     files = list((tmp_path / "outbox" / "new").iterdir())
     assert len(files) == 1
     # The delivery's Return-Path, then our trace (RFC 5321 section 4.4), then the message as sent.
@@ -575,7 +560,7 @@ async def test_maildir_next_hop_writes_each_message_once(tmp_path: Any, make_gat
 async def test_auth_to_the_next_hop(hop: RecordingServer, make_gateway: GatewayFactory) -> None:
     hop.extensions.append("AUTH PLAIN LOGIN")
     app = await make_gateway(hop.address, {"next_hop.username": "relay", "next_hop.password": "pa55"})
-    await asend(app.gateway.port, "a@example.org", ["b@example.com"], MESSAGE)
+    await asend(app.listener.port, "a@example.org", ["b@example.com"], MESSAGE)
     assert len(hop.messages) == 1
     auth = [c for c in hop.commands if c.upper().startswith("AUTH")]
     assert auth == ["AUTH PLAIN " + base64.b64encode(b"\0relay\0pa55").decode()]
@@ -586,7 +571,7 @@ async def test_next_hop_refusing_our_auth_is_4xx(hop: RecordingServer, make_gate
     hop.replies["AUTH"] = lambda _: "535 5.7.8 Authentication credentials invalid"
     app = await make_gateway(hop.address, {"next_hop.username": "relay", "next_hop.password": "wrong"})
     with pytest.raises(smtplib.SMTPSenderRefused) as info:
-        await asend(app.gateway.port, "a@example.org", ["b@example.com"], MESSAGE)
+        await asend(app.listener.port, "a@example.org", ["b@example.com"], MESSAGE)
     assert info.value.smtp_code == 451 and info.value.smtp_error.startswith(b"4.7.0")
     assert hop.messages == []
 
@@ -595,14 +580,14 @@ async def test_sessions_beyond_the_limit_get_421(hop: RecordingServer, make_gate
     app = await make_gateway(hop.address, {"listener.max_sessions": 1})
 
     def two_sessions() -> tuple[str, str]:
-        with socket.create_connection(("127.0.0.1", app.gateway.port), timeout=10) as first:
+        with socket.create_connection(("127.0.0.1", app.listener.port), timeout=10) as first:
             greeting = first.makefile("rb").readline().decode()
-            with socket.create_connection(("127.0.0.1", app.gateway.port), timeout=10) as second:
+            with socket.create_connection(("127.0.0.1", app.listener.port), timeout=10) as second:
                 refused = second.makefile("rb").readline().decode()
             return greeting, refused
 
     greeting, refused = await asyncio.to_thread(two_sessions)
     assert greeting.startswith("220 ")
     assert refused.startswith("421 4.3.2")
-    await asend(app.gateway.port, "a@example.org", ["b@example.com"], MESSAGE)  # and after, served again
+    await asend(app.listener.port, "a@example.org", ["b@example.com"], MESSAGE)  # and after, served again
     assert len(hop.messages) == 1

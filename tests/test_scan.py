@@ -145,7 +145,7 @@ async def test_mail_the_relay_recorded_is_not_recorded_again(
     app = await make_gateway(hop.address)
     first, second = POSITIVES[2], POSITIVES[3]
     for positive in (first, second):
-        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=app.gateway.port) as client:
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=app.listener.port) as client:
             await client.sendmail("", ["taro.yamada@example.org"], positive.data)
     db = Path(app.settings.database.url.removeprefix("sqlite:///"))
     before = rows(db)

@@ -13,7 +13,7 @@ from pathlib import Path
 from tests.conftest import GatewayFactory, need
 from tests.processes import free_port, start_serve
 from tests.recording_server import RecordingServer
-from tests.test_relay import MESSAGE
+from tests.smtp_client import MESSAGE
 
 
 async def test_sigterm_lets_the_transaction_in_flight_finish(hop: RecordingServer, tmp_path: Path) -> None:
@@ -76,7 +76,7 @@ async def test_swaks_delivers_through_the_gateway(hop: RecordingServer, make_gat
         "--server",
         "127.0.0.1",
         "--port",
-        str(app.gateway.port),
+        str(app.listener.port),
         "--from",
         "<>",
         "--to",
@@ -114,7 +114,7 @@ async def test_smtp_source_sessions_all_arrive(hop: RecordingServer, make_gatewa
         "src@example.org",
         "-t",
         "dst@example.com",
-        f"127.0.0.1:{app.gateway.port}",
+        f"127.0.0.1:{app.listener.port}",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )

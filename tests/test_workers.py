@@ -20,7 +20,7 @@ from gateway.workers import MAX_CRASHES
 from tests.positives import POSITIVES
 from tests.processes import free_port, start_serve, wait_until
 from tests.recording_server import RecordingServer
-from tests.test_relay import MESSAGE
+from tests.smtp_client import MESSAGE
 
 
 def metric(text: str, name: str) -> float:

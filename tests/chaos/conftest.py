@@ -10,7 +10,7 @@ import pytest
 
 from tests.chaos.harness import FIGURES, Msg, tagged, write_results
 from tests.positives import POSITIVES
-from tests.test_relay import MESSAGE
+from tests.smtp_client import MESSAGE
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -16,8 +16,9 @@ from storage.repository import Repository
 from tests.certs import PKI
 from tests.chaos.harness import Figures, Msg, Outcome, Rules, SmtpClient, check, report, send_all, tagged
 from tests.conftest import GatewayFactory
+from tests.metric_samples import MetricDeltas
 from tests.recording_server import RecordingServer
-from tests.test_relay import MESSAGE
+from tests.smtp_client import MESSAGE
 
 
 def plain(tag: str) -> Msg:
@@ -26,29 +27,33 @@ def plain(tag: str) -> Msg:
 
 async def test_clients_outside_allowed_networks(hop: RecordingServer, make_gateway: GatewayFactory) -> None:
     app = await make_gateway(hop.address, {"listener.allowed_networks": ["127.0.0.1/32"]})
+    counted = MetricDeltas()
     outside = await asyncio.gather(
-        *(send_all(app.gateway.port, [plain(f"outside-{i}")], source="127.0.0.2") for i in range(20))
+        *(send_all(app.listener.port, [plain(f"outside-{i}")], source="127.0.0.2") for i in range(20))
     )
-    inside = await send_all(app.gateway.port, [plain("inside")])
+    inside = await send_all(app.listener.port, [plain("inside")])
     outcomes = [o for r in outside for o in r] + inside
     figures = check("abuse_outside_networks", outcomes, hop.messages, None, Rules(allowed_5xx=("554 5.7.1",)))
     assert figures.replies_5xx == 20 and figures.accepted == 1
     assert all(o.stage == "connect" for r in outside for o in r)
-    assert app.gateway.refused_connections == 20 and hop.connections == 1
+    assert counted("bouncegw_connections_refused_total", reason="network") == 20
+    assert hop.connections == 1
 
 
 async def test_too_many_sessions(hop: RecordingServer, make_gateway: GatewayFactory) -> None:
     app = await make_gateway(hop.address, {"listener.max_sessions": 4})
-    idle = [SmtpClient(app.gateway.port, timeout=10) for _ in range(4)]
+    idle = [SmtpClient(app.listener.port, timeout=10) for _ in range(4)]
     for c in idle:
         assert (await c.connect())[0] == 250
     try:
-        refused = await asyncio.gather(*(send_all(app.gateway.port, [plain(f"extra-{i}")]) for i in range(8)))
+        refused = await asyncio.gather(
+            *(send_all(app.listener.port, [plain(f"extra-{i}")]) for i in range(8))
+        )
     finally:
         for c in idle:
             await c.close()
     await asyncio.sleep(0.2)
-    after = await send_all(app.gateway.port, [plain("after-idle-closed")])
+    after = await send_all(app.listener.port, [plain("after-idle-closed")])
     outcomes = [o for r in refused for o in r] + after
     figures = check("abuse_too_many_sessions", outcomes, hop.messages, None)
     assert all(o.code == 421 and o.text.startswith("4.3.2") for r in refused for o in r)
@@ -100,11 +105,11 @@ async def test_slowloris(hop: RecordingServer, make_gateway: GatewayFactory) -> 
     )
     data_prefix = b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n"
     drips = [
-        drip(app.gateway.port, b"", b"NOOP and a very slow command line\r\n" * 4, 0.1, 100) for _ in range(3)
+        drip(app.listener.port, b"", b"NOOP and a very slow command line\r\n" * 4, 0.1, 100) for _ in range(3)
     ]
-    drips += [drip(app.gateway.port, data_prefix, MESSAGE * 4, 0.1, 100) for _ in range(3)]
+    drips += [drip(app.listener.port, data_prefix, MESSAGE * 4, 0.1, 100) for _ in range(3)]
     normal = asyncio.create_task(
-        send_all(app.gateway.port, [plain(f"beside-slowloris-{i}") for i in range(10)])
+        send_all(app.listener.port, [plain(f"beside-slowloris-{i}") for i in range(10)])
     )
     results = await asyncio.gather(*drips)
     outcomes = await normal
@@ -127,7 +132,7 @@ async def test_command_flood_and_auth_guessing(
     app = await make_gateway(hop.address, auth_over_tls)
     outcomes: list[Outcome] = []
     for verb, bound in (("NOOP", 200), ("VRFY b@example.com", 50), ("HELP", 50)):
-        client = SmtpClient(app.gateway.port, timeout=10)
+        client = SmtpClient(app.listener.port, timeout=10)
         await client.connect()
         codes = []
         try:
@@ -146,7 +151,7 @@ async def test_command_flood_and_auth_guessing(
     def guess() -> list[int]:
         codes = []
         context = ssl.create_default_context(cafile=str(pki.ca_cert))
-        with smtplib.SMTP("127.0.0.1", app.gateway.port, timeout=10) as smtp:
+        with smtplib.SMTP("127.0.0.1", app.listener.port, timeout=10) as smtp:
             smtp.ehlo("c.test")
             smtp.starttls(context=context)
             smtp.ehlo("c.test")
@@ -193,7 +198,7 @@ async def test_smtp_smuggling(hop: RecordingServer, make_gateway: GatewayFactory
             + b"Subject: smuggled\r\n\r\nspoof\r\n"
         )
         out = Outcome(Msg(tag, body))
-        client = SmtpClient(app.gateway.port, timeout=10)
+        client = SmtpClient(app.listener.port, timeout=10)
         await client.connect()
         try:
             for line in ("MAIL FROM:<a@example.org>", "RCPT TO:<b@example.com>", "DATA"):
@@ -241,8 +246,8 @@ async def test_starttls_downgrade(pki: PKI, hop: RecordingServer, make_gateway: 
             "listener.require_tls": True,
         },
     )
-    direct = await send_all(app.gateway.port, [plain(f"cleartext-{i}") for i in range(5)])
-    proxy = await _strip_starttls_proxy(app.gateway.port)
+    direct = await send_all(app.listener.port, [plain(f"cleartext-{i}") for i in range(5)])
+    proxy = await _strip_starttls_proxy(app.listener.port)
     try:
         port = proxy.sockets[0].getsockname()[1]
 

@@ -125,7 +125,7 @@ async def test_no_attacker_text_in_any_command_line(
 ) -> None:
     app = await make_gateway(hop.address)
     data = attack_ndr(rcpt, code, sender)
-    outcomes = await send_all(app.gateway.port, [Msg(name, tagged(name, data))])
+    outcomes = await send_all(app.listener.port, [Msg(name, tagged(name, data))])
     figures = check(f"abuse_commands_{name}", outcomes, hop.messages, None)
     report(figures)
     assert figures.accepted == 1 and len(hop.messages) == 1
@@ -159,7 +159,7 @@ async def test_no_line_of_the_block_starts_with_the_boundary_prefix(
     """RFC 2046 section 5.1.1; the report's boundary is "rep-b1" and the recipient is "--rep-b1@..."."""
     app = await make_gateway(hop.address)
     data = attack_ndr("--rep-b1@contoso.example", "5.7.133", "Taro <--rep-b1@contoso.example>")
-    outcomes = await send_all(app.gateway.port, [Msg("boundary-prefix", tagged("boundary-prefix", data))])
+    outcomes = await send_all(app.listener.port, [Msg("boundary-prefix", tagged("boundary-prefix", data))])
     report(check("abuse_commands_boundary_prefix", outcomes, hop.messages, None))
     out = hop.messages[0].message
     assert out.startswith(b"X-Bouncegw-Explained: 5.7.133")  # explained: the output check passed

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import httpx
 
-from gateway import metrics
 from gateway.explain import MAX_PART_SIZE
 from tests.benchmarks import messages
 from tests.benchmarks.procs import reset_peak_rss, status_kib
 from tests.chaos.harness import Msg, Outcome, check, incidents_by_tag, send_all, tagged
 from tests.conftest import GatewayFactory, need
 from tests.explain_checks import human_texts, strip_explained_header
+from tests.metric_samples import MetricDeltas
 from tests.positives import POSITIVES, TOKEN, exo_ndr
 from tests.processes import free_port, start_serve
 from tests.recording_server import RecordingServer
@@ -58,7 +58,7 @@ async def test_eight_times_the_recipients_costs_about_eight_times_the_time(
     best: dict[int, float] = {}
     for round_ in range(4):  # the first round fills the template cache; the best of the rest counts
         for count in (small, large):
-            out, seconds = await timed(app.gateway.port, family_msg(f"scale-{count}-{round_}", count))
+            out, seconds = await timed(app.listener.port, family_msg(f"scale-{count}-{round_}", count))
             outcomes.append(out)
             if round_:
                 best[count] = min(best.get(count, seconds), seconds)
@@ -84,7 +84,7 @@ async def test_healthz_answers_while_a_bounce_with_many_recipients_is_processed(
 ) -> None:
     app = await make_gateway(hop.address)
     msg = family_msg("healthz-many", 4000)
-    sending = asyncio.create_task(send_all(app.gateway.port, [msg], timeout=120))
+    sending = asyncio.create_task(send_all(app.listener.port, [msg], timeout=120))
     worst, polls = 0.0, 0
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}", timeout=10) as http:
         while not sending.done():
@@ -101,24 +101,18 @@ async def test_healthz_answers_while_a_bounce_with_many_recipients_is_processed(
     assert worst < 0.5, f"/healthz took {worst:.2f} s while the bounce was processed"
 
 
-def annotations(outcome: str) -> float:
-    value = metrics.REGISTRY.get_sample_value("bouncegw_annotations_total", {"outcome": outcome})
-    return value or 0.0
-
-
 async def test_annotation_over_the_size_limit_relays_the_original(
     hop: RecordingServer, make_gateway: GatewayFactory
 ) -> None:
     msg = family_msg("too-large", 3)
     # The original fits; the original plus the block (several KB per recipient) does not.
     app = await make_gateway(hop.address, {"listener.max_message_size": len(msg.data) + 2048})
-    before = app.counters.annotations["too_large"], annotations("too_large")
-    (out,) = await send_all(app.gateway.port, [msg])
+    counted = MetricDeltas()
+    (out,) = await send_all(app.listener.port, [msg])
     rec = await asyncio.to_thread(incidents_by_tag, app.settings.database.url)
     check("cost_annotation_too_large", [out], hop.messages, rec)
     assert out.accepted and [m.message for m in hop.messages] == [msg.data]  # byte-identical
-    assert app.counters.annotations["too_large"] == before[0] + 1
-    assert annotations("too_large") == before[1] + 1
+    assert counted("bouncegw_annotations_total", outcome="too_large") == 1
     assert rec["too-large"] == 3  # still recorded, as not annotated
 
 
@@ -134,12 +128,12 @@ async def test_a_huge_notice_is_relayed_unexplained_and_recorded(
     msg = Msg(
         "huge-notice", ndr.replace(anchor, filler * (MAX_PART_SIZE // len(filler) + 1) + anchor), family=1
     )
-    before = app.counters.annotations["too_large"]
-    (out,) = await send_all(app.gateway.port, [msg])
+    counted = MetricDeltas()
+    (out,) = await send_all(app.listener.port, [msg])
     rec = await asyncio.to_thread(incidents_by_tag, app.settings.database.url)
     check("cost_huge_notice", [out], hop.messages, rec)
     assert out.accepted and [m.message for m in hop.messages] == [msg.data]
-    assert app.counters.annotations["too_large"] == before + 1
+    assert counted("bouncegw_annotations_total", outcome="too_large") == 1
 
 
 async def test_recipients_past_the_cap_are_summed_up_and_all_recorded(
@@ -148,7 +142,7 @@ async def test_recipients_past_the_cap_are_summed_up_and_all_recorded(
     cap, more = 5, 7
     app = await make_gateway(hop.address, {"explain.max_recipients_explained": cap})
     msg = family_msg("capped", cap + more)
-    (out,) = await send_all(app.gateway.port, [msg])
+    (out,) = await send_all(app.listener.port, [msg])
     rec = await asyncio.to_thread(incidents_by_tag, app.settings.database.url)
     check("cost_recipients_capped", [out], hop.messages, rec)
     assert out.accepted and rec["capped"] == cap + more
@@ -174,7 +168,7 @@ def block_of(text: str) -> str:
 
 # -- memory -----------------------------------------------------------------------------------
 
-#: The documented bound (README "Limits", deploy/kubernetes/deployment.yaml): peak memory
+#: The documented bound (README "Limits per message", deploy/kubernetes/statefulset.yaml): peak memory
 #: growth while one large family bounce is in flight, as a multiple of its size.
 MEMORY_MULTIPLE = 3.0
 

@@ -39,7 +39,7 @@ from tests.conftest import GatewayFactory
 from tests.positives import exo_ndr
 from tests.processes import free_port, wait_for_smtp, wait_until
 from tests.recording_server import RecordingServer
-from tests.test_relay import MESSAGE
+from tests.smtp_client import MESSAGE
 
 #: A reply line as RFC 5321 section 4.2 allows it: code, separator, printable ASCII, CRLF.
 REPLY_LINE = re.compile(rb"[2-5][0-9][0-9][ -][\x20-\x7e]*\r\n")
@@ -70,7 +70,7 @@ async def test_burst_admits_exactly_max_sessions(hop: RecordingServer, make_gate
     app = await make_gateway(hop.address, {"listener.max_sessions": limit})
     # All connections are made before the gateway greets any of them (a tight loop).
     streams = await asyncio.gather(
-        *(asyncio.open_connection("127.0.0.1", app.gateway.port) for _ in range(limit + 1))
+        *(asyncio.open_connection("127.0.0.1", app.listener.port) for _ in range(limit + 1))
     )
     try:
         greetings = await asyncio.gather(*(asyncio.wait_for(r.readline(), 30) for r, _ in streams))
@@ -78,7 +78,7 @@ async def test_burst_admits_exactly_max_sessions(hop: RecordingServer, make_gate
         refused = [g for g in greetings if g.startswith(b"421 4.3.2")]
         assert (len(admitted), len(refused)) == (limit, 1), greetings[-3:]
         # Still full: one more is refused, and the admitted ones are served.
-        late = SmtpClient(app.gateway.port, timeout=10)
+        late = SmtpClient(app.listener.port, timeout=10)
         assert (await late.connect())[0] == 421
         await late.close()
         reader, writer = next((r, w) for (r, w), g in zip(streams, greetings, strict=True) if g[:3] == b"220")
@@ -87,8 +87,8 @@ async def test_burst_admits_exactly_max_sessions(hop: RecordingServer, make_gate
     finally:
         for _, writer in streams:
             writer.close()
-    await wait_until(lambda: not app.gateway.admitted, "the burst's sessions to close", 30)
-    after = await send_all(app.gateway.port, [plain("after-burst")])
+    await wait_until(lambda: not app.listener.admitted, "the burst's sessions to close", 30)
+    after = await send_all(app.listener.port, [plain("after-burst")])
     outcomes = [
         Outcome(Msg(f"burst-refused-{i}", b""), 421, g.decode(), "connect") for i, g in enumerate(refused)
     ]
@@ -113,7 +113,7 @@ ECHOED: list[tuple[bytes, int | None]] = [
 
 async def test_control_bytes_are_never_echoed(hop: RecordingServer, make_gateway: GatewayFactory) -> None:
     app = await make_gateway(hop.address)
-    client = SmtpClient(app.gateway.port, timeout=10)
+    client = SmtpClient(app.listener.port, timeout=10)
     await client.connect()
     seen: list[bytes] = []
     try:
@@ -151,7 +151,7 @@ async def test_line_limits(hop: RecordingServer, make_gateway: GatewayFactory) -
         "dotted-1000": plain("dotted-1000", _line_message(b"." + b"d" * 997)),
         "dotted-1001": plain("dotted-1001", _line_message(b"." + b"e" * 998)),
     }
-    outcomes = await send_all(app.gateway.port, list(messages.values()))
+    outcomes = await send_all(app.listener.port, list(messages.values()))
     by_tag = {o.msg.tag: o for o in outcomes}
     assert by_tag["text-1000"].accepted and by_tag["dotted-1000"].accepted
     for tag in ("text-1001", "dotted-1001"):
@@ -160,7 +160,7 @@ async def test_line_limits(hop: RecordingServer, make_gateway: GatewayFactory) -
     assert b"\r\n." + b"d" * 997 + b"\r\n" in dotted.data  # arrived with its one dot
 
     # Command lines: 512 octets with CRLF (RFC 5321 section 4.5.3.1.4).
-    client = SmtpClient(app.gateway.port, timeout=10)
+    client = SmtpClient(app.listener.port, timeout=10)
     await client.connect()
     try:
         fits = b"HELP " + b"h" * (512 - len(b"HELP ") - 2)
@@ -191,7 +191,7 @@ async def test_long_orcpt_reaches_the_next_hop(hop: RecordingServer, make_gatewa
     valid = f"RCPT TO:<b@example.com> NOTIFY=SUCCESS,FAILURE,DELAY ORCPT={orcpt}"
     assert len(valid) + 2 > 512
     tag = "long-orcpt"
-    client = SmtpClient(app.gateway.port, timeout=10)
+    client = SmtpClient(app.listener.port, timeout=10)
     await client.connect()
     out = Outcome(plain(tag), stage="RCPT")
     try:
@@ -251,8 +251,8 @@ async def test_slow_steady_upload_is_not_idle(hop: RecordingServer, make_gateway
     body = MESSAGE + (b"x" * 70 + b"\r\n") * 40
     pieces, gap = 40, idle / 10  # the upload takes about four idle timeouts, never idle for one
     steady, stalled = await asyncio.gather(
-        upload(app.gateway.port, plain("steady-drip", body), pieces, gap),
-        upload(app.gateway.port, plain("stalled-drip", body), pieces, gap, stall=True),
+        upload(app.listener.port, plain("steady-drip", body), pieces, gap),
+        upload(app.listener.port, plain("stalled-drip", body), pieces, gap, stall=True),
     )
     assert steady.accepted, steady
     assert (stalled.code, stalled.text[:5]) == (421, "4.4.2"), stalled
@@ -279,7 +279,7 @@ async def test_terminal_escapes_from_a_bounce(hop: RecordingServer, make_gateway
     head, _, tail = exo_ndr("victim@contoso.example", "5.7.133").rpartition(b"Subject: Quarterly report")
     bounce = head + b"Subject: " + encoded.encode() + tail
     msg = Msg(tag, tagged(tag, bounce, message_id=True), family=1)
-    outcomes = await send_all(app.gateway.port, [msg])
+    outcomes = await send_all(app.listener.port, [msg])
     url = app.settings.database.url
     await wait_until(lambda: incidents_by_tag(url)[tag] == 1, "the incident to be recorded", 30)
     check("abuse_terminal_escapes", outcomes, hop.messages, incidents_by_tag(url))

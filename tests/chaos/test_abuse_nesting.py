@@ -20,7 +20,7 @@ from tests.chaos.harness import Msg, check, incidents_by_tag, send_concurrently,
 from tests.nesting import buried_bounce, deep_bounce
 from tests.processes import free_port, start_serve
 from tests.recording_server import RecordingServer
-from tests.test_relay import MESSAGE
+from tests.smtp_client import MESSAGE
 
 #: Polls /healthz until its stdin closes, then prints every answer's latency (seconds).
 PROBE = """

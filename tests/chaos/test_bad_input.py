@@ -24,10 +24,10 @@ from tests.chaos.harness import (
     tagged,
 )
 from tests.conftest import GatewayFactory
+from tests.explain_checks import delivery_status_fields
 from tests.positives import POSITIVES, exo_ndr
 from tests.recording_server import RecordingServer
-from tests.test_gateway_family import delivery_status_fields
-from tests.test_relay import MESSAGE
+from tests.smtp_client import MESSAGE
 
 LIMITS = ("552 5.3.4", "500 5.5.2")
 
@@ -63,10 +63,10 @@ async def test_oversize_long_lines_nul_8bit_crlf(hop: RecordingServer, make_gate
             family=len(nul_family.expected),
         )
     )
-    outcomes = await send_all(app.gateway.port, msgs)
+    outcomes = await send_all(app.listener.port, msgs)
     # Last on its own session: the server reads "RCPT TO:<b@exa" and "mple.com>" as two commands.
     lf = Msg("addr-lf", b"Subject: x\r\n\r\nx\r\n", sender="a@example.org", rcpt="b@exa\nmple.com")
-    outcomes += await send_all(app.gateway.port, [lf])
+    outcomes += await send_all(app.listener.port, [lf])
     by_tag = {o.msg.tag: o for o in outcomes}
     rec = await asyncio.to_thread(incidents_by_tag, app.settings.database.url)
     check(
@@ -101,7 +101,7 @@ async def test_html_and_template_injection(hop: RecordingServer, make_gateway: G
     )
     app = await make_gateway(hop.address)
     msg = Msg("injection", tagged("injection", data, message_id=True), family=1)
-    outcomes = await send_all(app.gateway.port, [msg])
+    outcomes = await send_all(app.listener.port, [msg])
     rec = await asyncio.to_thread(incidents_by_tag, app.settings.database.url)
     check("html_template_injection", outcomes, hop.messages, rec)
     out = hop.messages[0].message
@@ -161,7 +161,7 @@ async def test_500_nested_multiparts(hop: RecordingServer, make_gateway: Gateway
     app = await make_gateway(hop.address)
     msgs = [Msg(f"nested-{d}", tagged(f"nested-{d}", nested(d))) for d in (50, 500, 2000)]
     msgs.append(Msg("nested-after", tagged("nested-after", MESSAGE)))
-    outcomes = await send_all(app.gateway.port, msgs)
+    outcomes = await send_all(app.listener.port, msgs)
     check("nested_multiparts_500", outcomes, hop.messages, None, depths="50,500,2000")
     assert all(o.accepted for o in outcomes)
     sent = {x.tag.encode(): x.data for x in msgs}
@@ -197,7 +197,7 @@ async def test_30mb_bounce_and_loop_stays_responsive(
             lag = max(lag, time.perf_counter() - t - 0.01)
 
     big_out, small_out = Outcome(big), Outcome(small)
-    client = SmtpClient(app.gateway.port, timeout=120)
+    client = SmtpClient(app.listener.port, timeout=120)
     await client.connect()
     tick = asyncio.create_task(ticker())
     try:
@@ -205,7 +205,7 @@ async def test_30mb_bounce_and_loop_stays_responsive(
         for line in ("MAIL FROM:<>", "RCPT TO:<sender@example.org>", "DATA"):
             big_out.code, big_out.text = await client.command(line)
         await client.write(stuff(big.data))  # all of it written: the gateway now reads, parses, relays
-        small_out = (await send_all(app.gateway.port, [small]))[0]
+        small_out = (await send_all(app.listener.port, [small]))[0]
         big_out.code, big_out.text = await client.reply()
         big_out.stage = "END"
     finally:

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from gateway.app import App
+from gateway.app import Gateway
 from storage.db import upgrade
 from tests.chaos.conftest import Mix
 from tests.chaos.harness import Outcome, check, incidents_by_tag, send_concurrently
 from tests.chaos.postgres import DebianCluster, pg_ctlcluster_available
 from tests.conftest import GatewayFactory, need
+from tests.metric_samples import MetricDeltas
 from tests.processes import wait_until
 from tests.recording_server import RecordingServer
 
@@ -36,31 +37,40 @@ OUTAGE_FROM, OUTAGE_UNTIL = 3, 7  # rounds 3..6 run while the database is away
 
 
 async def run_with_outage(
-    app: App, mix: Mix, begin: Callable[[], Awaitable[None]], end: Callable[[], Awaitable[None]]
-) -> list[Outcome]:
+    app: Gateway, mix: Mix, begin: Callable[[], Awaitable[None]], end: Callable[[], Awaitable[None]]
+) -> tuple[list[Outcome], MetricDeltas]:
+    counted = MetricDeltas()
     outcomes: list[Outcome] = []
     for round_ in range(ROUNDS):
         if round_ == OUTAGE_FROM:
             await begin()
         if round_ == OUTAGE_UNTIL:
             await end()
-        outcomes += await send_concurrently(app.gateway.port, mix.batch(PER_ROUND), SESSIONS)
+        outcomes += await send_concurrently(app.listener.port, mix.batch(PER_ROUND), SESSIONS)
     recorder = app.recorder
     await wait_until(
         lambda: recorder.db_available and recorder.journal_backlog == 0, "the journal to be replayed"
     )
-    return outcomes
+    return outcomes, counted
 
 
-def figures_for(name: str, app: App, outcomes: list[Outcome], hop: RecordingServer) -> None:
+def figures_for(
+    name: str, app: Gateway, outcomes: list[Outcome], counted: MetricDeltas, hop: RecordingServer
+) -> None:
     rec = incidents_by_tag(app.settings.database.url)
-    r = app.recorder
+    journaled = counted("bouncegw_storage_incidents_total", path="journal")
     figures = check(
-        name, outcomes, hop.messages, rec, journaled=r.journaled, replayed=r.replayed, db_errors=r.db_errors
+        name,
+        outcomes,
+        hop.messages,
+        rec,
+        journaled=journaled,
+        replayed=counted("bouncegw_storage_incidents_total", path="replayed"),
+        db_errors=counted("bouncegw_database_errors_total"),
     )
     assert figures.accepted == figures.sent, "the database outage must not cost a single message"
-    assert r.journaled > 0, "the outage must actually have sent incidents to the journal"
-    assert app.counters.record_failures == 0
+    assert journaled > 0, "the outage must actually have sent incidents to the journal"
+    assert counted("bouncegw_record_failures_total") == 0
 
 
 async def test_sqlite_locked_mid_run(
@@ -77,10 +87,10 @@ async def test_sqlite_locked_mid_run(
         await asyncio.to_thread(locker.execute, "COMMIT")
 
     try:
-        outcomes = await run_with_outage(app, mix, lock, unlock)
+        outcomes, counted = await run_with_outage(app, mix, lock, unlock)
     finally:
         locker.close()
-    await asyncio.to_thread(figures_for, "sqlite_locked", app, outcomes, hop)
+    await asyncio.to_thread(figures_for, "sqlite_locked", app, outcomes, counted, hop)
 
 
 @pytest.fixture
@@ -107,7 +117,7 @@ async def test_postgres_stopped_mid_run(
     )
     await asyncio.to_thread(upgrade, cluster.url)  # `bouncegw db upgrade`
     app = await make_gateway(hop.address, {**STORAGE, "database.url": cluster.url})
-    outcomes = await run_with_outage(
+    outcomes, counted = await run_with_outage(
         app, mix, lambda: asyncio.to_thread(cluster.stop), lambda: asyncio.to_thread(cluster.start)
     )
-    await asyncio.to_thread(figures_for, f"postgres_stopped_{tool}", app, outcomes, hop)
+    await asyncio.to_thread(figures_for, f"postgres_stopped_{tool}", app, outcomes, counted, hop)

@@ -16,14 +16,16 @@ from collections import Counter
 
 from sqlalchemy import create_engine, select
 
+from gateway.outcomes import ParseStage
 from storage.models import Incident
 from tests.chaos.harness import LINE_ENDINGS, TAG_RE, Msg, Rules, check, send_all, send_concurrently, tagged
 from tests.chaos.mutations import corpus_samples, mutate
 from tests.conftest import GatewayFactory
+from tests.explain_checks import delivery_status_fields
+from tests.metric_samples import MetricDeltas
 from tests.positives import POSITIVES
 from tests.recording_server import RecordingServer
-from tests.test_gateway_family import delivery_status_fields
-from tests.test_relay import MESSAGE
+from tests.smtp_client import MESSAGE
 
 SEED = 20261127
 COUNT = int(os.environ.get("BOUNCEGW_CHAOS_FUZZ", "10000"))
@@ -75,7 +77,8 @@ def incident_ids(url: str) -> set[str]:
 async def test_mutated_corpus_bounces(hop: RecordingServer, make_gateway: GatewayFactory) -> None:
     messages, kinds = build(random.Random(SEED))
     app = await make_gateway(hop.address)
-    outcomes = await send_concurrently(app.gateway.port, messages, SESSIONS, timeout=60)
+    counted = MetricDeltas()
+    outcomes = await send_concurrently(app.listener.port, messages, SESSIONS, timeout=60)
     sent = {o.msg.tag: o.msg.data for o in outcomes}
     identical = explained = 0
     named: set[str] = set()
@@ -106,16 +109,22 @@ async def test_mutated_corpus_bounces(hop: RecordingServer, make_gateway: Gatewa
         recorded_total=len(stored),
         identical=identical,
         explained=explained,
-        parse_failures=sum(app.counters.parse_failures.values()),
-        annotation_failures=app.counters.annotations["failed"],
+        parse_failures=sum(counted("bouncegw_parse_failures_total", stage=s) for s in ParseStage),
+        annotation_failures=counted("bouncegw_annotations_total", outcome="failed"),
         mutations=dict(sorted(kinds.items())),
     )
+
+    def stored_by(path: str) -> float:
+        return counted("bouncegw_storage_incidents_total", path=path)
+
     assert figures.sent == COUNT and figures.replies_4xx == 0
     assert named <= stored, "an explained bounce names an incident that was not recorded"
-    # counters.incidents counts records submitted; a recipient listed twice in one bounce is one row
-    assert len(stored) == app.recorder.stored + app.recorder.replayed <= app.counters.incidents
-    assert app.counters.record_failures == 0
+    # bouncegw_incidents_recorded_total counts records submitted; a recipient listed twice in one
+    # bounce is one row
+    recorded = counted("bouncegw_incidents_recorded_total")
+    assert len(stored) == stored_by("database") + stored_by("replayed") <= recorded
+    assert counted("bouncegw_record_failures_total") == 0
     assert explained > 0 and identical > 0
     # the gateway is still there and still relays
-    after = await send_all(app.gateway.port, [Msg("fuzz-after", tagged("fuzz-after", MESSAGE))])
+    after = await send_all(app.listener.port, [Msg("fuzz-after", tagged("fuzz-after", MESSAGE))])
     assert after[0].accepted

@@ -20,6 +20,7 @@ import pytest
 from tests.chaos.conftest import Mix
 from tests.chaos.harness import Outcome, Rules, check, incidents_by_tag, send_all
 from tests.conftest import GatewayFactory, need
+from tests.metric_samples import MetricDeltas
 from tests.processes import wait_until
 from tests.recording_server import RecordingServer
 
@@ -54,23 +55,24 @@ async def test_journal_full_with_database_down(
         else:
             overrides["storage.journal_max_bytes"] = 16 * 1024
         app = await make_gateway(hop.address, overrides)
+        counted = MetricDeltas()
         locker = sqlite3.connect(tmp_path / "gw.sqlite3", isolation_level=None, check_same_thread=False)
         await asyncio.to_thread(locker.execute, "BEGIN EXCLUSIVE")  # the database is down from here on
         outcomes: list[Outcome] = []
         try:
             # One session, one message at a time: family bounce, ordinary mail, family bounce, ...
             for _ in range(10):  # bounded: 10 rounds of 16
-                outcomes += await send_all(app.gateway.port, mix.batch(16))
+                outcomes += await send_all(app.listener.port, mix.batch(16))
                 if any(o.msg.family and o.code == 451 for o in outcomes[-16:]):
                     break
             full = list(outcomes)
-            outcomes += await send_all(app.gateway.port, mix.batch(16))  # still full: still refused
+            outcomes += await send_all(app.listener.port, mix.batch(16))  # still full: still refused
         finally:
             await asyncio.to_thread(locker.execute, "COMMIT")
             locker.close()
         recorder = app.recorder
         await wait_until(lambda: recorder.db_available and recorder.journal_backlog == 0, "the replay")
-        after = await send_all(app.gateway.port, mix.batch(16))  # database back: family accepted again
+        after = await send_all(app.listener.port, mix.batch(16))  # database back: family accepted again
         outcomes += after
         rec = await asyncio.to_thread(incidents_by_tag, app.settings.database.url)
         refused = [o for o in outcomes if o.code == 451]
@@ -83,9 +85,9 @@ async def test_journal_full_with_database_down(
             # already relayed (a 4xx now would duplicate it), so it stays unrecorded, counted and
             # logged. The size limit is checked before relaying: nothing is lost there.
             Rules(allowed_unrecorded=1 if how == "tmpfs" else 0),
-            journaled=recorder.journaled,
+            journaled=counted("bouncegw_storage_incidents_total", path="journal"),
             refused_family=len(refused),
-            record_failures=app.counters.record_failures,
+            record_failures=counted("bouncegw_record_failures_total"),
         )
         assert refused, "the journal must have filled up"
         assert all(o.msg.family and o.text.startswith("4.3.0") and o.stage == "END" for o in refused)
@@ -93,4 +95,4 @@ async def test_journal_full_with_database_down(
         assert all(o.accepted for o in after)
         assert len(full) < len(outcomes)
         assert figures.replies_5xx == 0
-        assert app.counters.record_failures == figures.extra.get("accepted_unrecorded", 0)
+        assert counted("bouncegw_record_failures_total") == figures.extra.get("accepted_unrecorded", 0)

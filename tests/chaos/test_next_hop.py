@@ -34,7 +34,7 @@ async def test_next_hop_down(make_gateway: GatewayFactory, mix: Mix) -> None:
         probe.bind(("127.0.0.1", 0))
         dead = probe.getsockname()[1]
     app = await make_gateway(f"127.0.0.1:{dead}", FAST)
-    outcomes = await send_concurrently(app.gateway.port, mix.batch(60), 3)
+    outcomes = await send_concurrently(app.listener.port, mix.batch(60), 3)
     rec = await asyncio.to_thread(incidents_by_tag, app.settings.database.url)
     figures = check("next_hop_down", outcomes, [], rec)
     assert figures.accepted == 0 and figures.replies_4xx == 60
@@ -77,7 +77,7 @@ async def test_next_hop_flapping(hop: RecordingServer, make_gateway: GatewayFact
     try:
         # Traffic for as long as the hop flaps (bounded: at most 60 rounds of 40 messages).
         for _ in range(60):
-            outcomes += await send_concurrently(app.gateway.port, mix.batch(40), 4)
+            outcomes += await send_concurrently(app.listener.port, mix.batch(40), 4)
             if flapper.done():
                 break
             await asyncio.sleep(0.05)
@@ -97,14 +97,14 @@ async def test_next_hop_slower_than_timeout(
         hop.address, {**FAST, "next_hop.command_timeout": 0.3, "next_hop.data_timeout": 0.3}
     )
     hop.delays["DATA_END"] = 0.8  # the final dot is answered after the gateway gave up
-    slow_data = await send_concurrently(app.gateway.port, mix.batch(12), 4)
+    slow_data = await send_concurrently(app.listener.port, mix.batch(12), 4)
     # The next hop still takes each message after its delay: the duplicate a retry will make.
     await wait_until(lambda: len(hop.messages) == 12, "the slow hop to store its messages")
     hop.delays.pop("DATA_END")
     hop.delays["RCPT"] = 0.8
-    slow_rcpt = await send_concurrently(app.gateway.port, mix.batch(12), 4)
+    slow_rcpt = await send_concurrently(app.listener.port, mix.batch(12), 4)
     hop.delays.pop("RCPT")
-    after = await send_all(app.gateway.port, mix.batch(6))  # and once the hop is quick again
+    after = await send_all(app.listener.port, mix.batch(6))  # and once the hop is quick again
     outcomes = slow_data + slow_rcpt + after
     rec = await recorded(app.settings.database.url)
     figures = check("next_hop_slow", outcomes, hop.messages, rec, Rules(allow_unacked_arrival=True))
@@ -118,7 +118,7 @@ async def test_next_hop_closes_mid_data(hop: RecordingServer, make_gateway: Gate
     outcomes = []
     for round_ in range(8):  # bounded: 8 rounds of 8 messages, every other round the hop drops DATA
         hop.close_on["DATA_BODY"] = round_ % 2 == 1
-        outcomes += await send_all(app.gateway.port, mix.batch(8))
+        outcomes += await send_all(app.listener.port, mix.batch(8))
     rec = await recorded(app.settings.database.url)
     figures = check("next_hop_closes_mid_data", outcomes, hop.messages, rec)
     assert figures.accepted == 32 and figures.replies_4xx == 32

@@ -11,7 +11,7 @@ from storage.repository import IncidentFilter, Repository
 
 pytest_plugins = ["tests.storage_fixtures"]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_two_processes_write_concurrently(repo: Repository, migrated_url: str, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Building incidents from a report, idempotent inserts, filters, pagination, stats, purge."""
+"""Idempotent inserts, filters, pagination, stats, purge."""
 
 from __future__ import annotations
 
@@ -6,65 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.identity import bounce_digest
-from storage.incidents import IncidentRecord, build_incidents, new_incident_id
+from storage.incidents import IncidentRecord, new_incident_id
 from storage.repository import IncidentFilter, InvalidCursor, Repository
-from tests.storage_builders import context, family_report, records_for
+from tests.storage_builders import records_for
 
 pytest_plugins = ["tests.storage_fixtures"]
-
-
-def test_build_incidents_one_per_family_recipient_in_id_order() -> None:
-    report = family_report(("a@contoso.example", "B@Contoso.example"))
-    ids = [new_incident_id(), new_incident_id()]
-    records = build_incidents(
-        report, context(), ids=ids, annotated=True, relay_outcome="250", instance="gw1", store_subjects=True
-    )
-    assert [r.id for r in records] == ids
-    assert [r.failed_recipient for r in records] == ["a@contoso.example", "b@contoso.example"]
-    first = records[0]
-    assert first.recipient_domain == "contoso.example"
-    assert first.sender == "alice@fabrikam.example" and first.sender_domain == "fabrikam.example"
-    assert first.status == "5.7.133" and first.variant == "group"
-    assert first.original_subject == "Quarterly report"
-    assert first.annotated is True and first.instance == "gw1" and first.relay_outcome == "250"
-    assert first.fingerprint != records[1].fingerprint
-    assert sorted(ids) == ids  # ULIDs sort by creation time
-
-
-def test_privacy_option_drops_the_subject_and_retry_keeps_the_fingerprint() -> None:
-    report = family_report()
-    kwargs = {"annotated": False, "relay_outcome": "250", "instance": "gw1"}
-    raw = b"the bounce bytes"
-    one = build_incidents(
-        report,
-        context(),
-        ids=[new_incident_id()],
-        store_subjects=False,
-        bounce_digest=bounce_digest(raw),
-        **kwargs,
-    )
-    retry = build_incidents(
-        report,
-        context(),
-        ids=[new_incident_id()],
-        store_subjects=True,
-        bounce_digest=bounce_digest(raw),
-        **kwargs,
-    )
-    assert one[0].original_subject is None
-    assert one[0].fingerprint == retry[0].fingerprint
-    other = build_incidents(
-        report,
-        context(),
-        ids=[new_incident_id()],
-        store_subjects=True,
-        bounce_digest=bounce_digest(b"x"),
-        **kwargs,
-    )
-    assert other[0].fingerprint != one[0].fingerprint
-    with pytest.raises(ValueError, match="ids"):
-        build_incidents(report, context(), ids=[], store_subjects=True, **kwargs)
 
 
 def test_record_is_idempotent_under_retries(repo: Repository) -> None:

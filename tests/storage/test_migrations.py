@@ -5,10 +5,8 @@ from __future__ import annotations
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from click.testing import CliRunner
 from sqlalchemy import inspect, text
 
-from gateway.cli.common import cli
 from storage.db import (
     SchemaOutOfDate,
     check_schema,
@@ -76,21 +74,6 @@ def test_unknown_newer_revision_is_reported(migrated_url: str) -> None:
         engine.dispose()
     with pytest.raises(SchemaOutOfDate, match=r"ffff_future.*does not know"):
         check_schema(migrated_url, auto_upgrade_sqlite=False)
-
-
-def test_cli_db_upgrade_and_current(db_url: str) -> None:
-    runner = CliRunner()
-    import gateway.cli.db  # noqa: F401  (registers the command group)
-
-    result = runner.invoke(cli, ["db", "current", "--database", db_url])
-    assert result.exit_code == 1
-    assert "database: empty" in result.output
-    result = runner.invoke(cli, ["db", "upgrade", "--database", db_url])
-    assert result.exit_code == 0, result.output
-    assert f"to revision {head_revision()}" in result.output
-    result = runner.invoke(cli, ["db", "current", "--database", db_url])
-    assert result.exit_code == 0
-    assert f"database: {head_revision()}" in result.output
 
 
 def test_reported_status_column_is_added_and_removed_with_rows_kept(db_url: str) -> None:

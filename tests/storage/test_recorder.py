@@ -13,7 +13,7 @@ import pytest
 
 from storage.db import upgrade
 from storage.journal import LINE_FLOOR, Journal
-from storage.recorder import Recorder, StorageUnavailable
+from storage.recorder import Recorder, StorageUnavailable, Tally
 from storage.repository import IncidentFilter, Repository
 from tests.processes import wait_until
 from tests.storage_builders import records_for
@@ -33,6 +33,12 @@ def count(url: str) -> int:
         repo.close()
 
 
+def tally(rec: Recorder) -> Tally:
+    """The counts of ``rec``'s events (every recorder here keeps the default observer)."""
+    assert isinstance(rec.events, Tally)
+    return rec.events
+
+
 def recorder(url: str, tmp_path: Path, **kw: object) -> Recorder:
     options: dict[str, object] = {"db_timeout": 0.5, "retry_interval": 0.1} | kw
     return Recorder(url, tmp_path / "journal" / "incidents.jsonl", **options)  # type: ignore[arg-type]
@@ -47,7 +53,7 @@ async def test_concurrent_submits_are_durable_once(migrated_url: str, tmp_path: 
     await rec.submit(records[:10])  # a retry of the same bounces
     await rec.stop()
     assert count(migrated_url) == 60
-    assert rec.stored == 60 and rec.journaled == 0 and rec.db_errors == 0
+    assert tally(rec).stored == 60 and tally(rec).journaled == 0 and tally(rec).db_errors == 0
 
 
 async def test_locked_sqlite_uses_the_journal_and_drains_exactly_once(tmp_path: Path) -> None:
@@ -60,7 +66,7 @@ async def test_locked_sqlite_uses_the_journal_and_drains_exactly_once(tmp_path: 
     records = records_for(20, recipients_per_bounce=2)
     for i in range(0, 40, 8):
         await rec.submit(records[i : i + 8])  # returns although the database cannot be written
-    assert rec.journaled == 40 and rec.journal_backlog == 40 and not rec.db_available
+    assert tally(rec).journaled == 40 and rec.journal_backlog == 40 and not rec.db_available
     locker.execute("COMMIT")
     locker.close()
     await wait_until(lambda: rec.journal_backlog == 0 and rec.db_available, "the journal to drain")
@@ -68,7 +74,7 @@ async def test_locked_sqlite_uses_the_journal_and_drains_exactly_once(tmp_path: 
     assert count(url) == 40
     # The first batch's write timed out but may still have committed once the lock went: its
     # journalled copy is then skipped by the unique fingerprint.
-    assert 32 <= rec.replayed <= 40
+    assert 32 <= tally(rec).replayed <= 40
     assert not (tmp_path / "journal" / "incidents.jsonl.replaying").exists()
 
 
@@ -84,7 +90,7 @@ async def test_full_journal_with_database_down_refuses(tmp_path: Path) -> None:
         for record in records_for(20):
             await rec.submit([record])
             accepted += 1
-    assert 0 < accepted < 20 and rec.rejected == 1
+    assert 0 < accepted < 20 and tally(rec).rejected == 1
     assert rec.journal_backlog == accepted
     locker.execute("COMMIT")
     locker.close()
@@ -115,7 +121,7 @@ async def test_journal_survives_a_restart_and_a_repeated_replay(tmp_path: Path) 
     # The first run's write that timed out is still waiting for the lock in its thread and may
     # commit its 15 once the locker is gone, before or during this replay (the idempotent insert
     # makes that harmless): so "replayed" is not always 15, but the journal is emptied.
-    assert second.journal_backlog == 0 and second.replayed <= 15
+    assert second.journal_backlog == 0 and tally(second).replayed <= 15
     await second.stop()
     assert count(url) == 15
 
@@ -125,7 +131,7 @@ async def test_journal_survives_a_restart_and_a_repeated_replay(tmp_path: Path) 
         fh.write(b'{"id": "torn')  # a line cut short by the crash
     third = recorder(url, tmp_path)
     await third.start()
-    assert third.journal_backlog == 0 and third.replayed == 0
+    assert third.journal_backlog == 0 and tally(third).replayed == 0
     await third.stop()
     assert count(url) == 15
 
@@ -246,15 +252,15 @@ async def test_postgres_stopped_mid_run(throwaway_postgres: ThrowawayPostgres, t
     await rec.start()
     records = records_for(30, recipients_per_bounce=2)
     await rec.submit(records[:20])
-    assert rec.stored == 20
+    assert tally(rec).stored == 20
     await asyncio.to_thread(pg.stop)
     for i in range(20, 60, 10):
         await rec.submit(records[i : i + 10])  # mail keeps flowing while the database is down
-    assert rec.journal_backlog == 40 and not rec.db_available and rec.db_errors >= 1
+    assert rec.journal_backlog == 40 and not rec.db_available and tally(rec).db_errors >= 1
     await rec.submit(records[:10])  # an upstream retry of already stored bounces, journalled too
     await asyncio.to_thread(pg.start)
     await wait_until(lambda: rec.journal_backlog == 0 and rec.db_available, "the journal to drain")
     await rec.submit(records[50:])  # stored directly again (retries: nothing new)
     await rec.stop()
     assert await asyncio.to_thread(count, url) == 60
-    assert rec.replayed == 40
+    assert tally(rec).replayed == 40

@@ -1,0 +1,1 @@
+"""Storage's own tests: they run alone (``pytest tests/storage``) without importing ``gateway``."""

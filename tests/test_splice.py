@@ -1,0 +1,178 @@
+"""Splicing a rendered block into one human part (gateway.explain.splice), through its public functions."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email
+import email.policy
+
+import pytest
+
+from gateway.explain.render import Rendered
+from gateway.explain.splice import SpliceError, apply, edit_part, line_ending
+from gateway.bounce.report import HumanPart
+
+BLOCK = Rendered(text="NOTICE: the recipient only accepts authenticated senders.\n", html="<p>NOTICE</p>")
+JAPANESE = Rendered(text="送信者の認証が必要です。\n", html="<p>送信者の認証が必要です。</p>")
+PREAMBLE = b"From: MAILER-DAEMON@example.org\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+EPILOGUE = b"\r\n--b--\r\n"
+
+
+def message(headers: bytes, body: bytes, **part: str | None) -> tuple[bytes, HumanPart]:
+    """A multipart message whose first part has ``headers`` and ``body``, and where that part sits."""
+    start = len(PREAMBLE)
+    body_start = start + len(headers) + 2
+    data = PREAMBLE + headers + b"\r\n" + body + EPILOGUE
+    content_type = part.get("content_type") or "text/plain"
+    human = HumanPart(
+        content_type=content_type,
+        charset=part.get("charset"),
+        transfer_encoding=part.get("cte") or "7bit",
+        headers_start=start,
+        body_start=body_start,
+        body_end=body_start + len(body),
+    )
+    return data, human
+
+
+def spliced(data: bytes, part: HumanPart, rendered: Rendered = BLOCK) -> tuple[bytes, tuple[str, ...]]:
+    edit = edit_part(data, part, rendered)
+    assert (edit.start, edit.end) == (part.headers_start, part.body_end)
+    out = apply(data, [edit])
+    # ARCHITECTURE.md, invariant 3: everything outside the part is untouched.
+    assert out.startswith(data[: part.headers_start]) and out.endswith(data[part.body_end :])
+    return out, edit.changes
+
+
+def first_part(out: bytes) -> email.message.Message:
+    root = email.message_from_bytes(out, policy=email.policy.compat32)
+    part = root.get_payload()[0]
+    assert isinstance(part, email.message.Message)
+    return part
+
+
+@pytest.mark.parametrize(
+    ("raw", "ending"), [(b"a\r\nb\r\n", b"\r\n"), (b"a\nb\n", b"\n"), (b"one line", b"\n")]
+)
+def test_line_ending(raw: bytes, ending: bytes) -> None:
+    assert line_ending(raw) == ending
+
+
+def test_plain_ascii_gets_the_block_first_and_nothing_else_changes() -> None:
+    data, part = message(
+        b"Content-Type: text/plain; charset=us-ascii\r\n", b"Delivery failed.\r\n", charset="us-ascii"
+    )
+    out, changes = spliced(data, part)
+    assert changes == ()
+    body = first_part(out).get_payload(decode=True)
+    assert body == b"NOTICE: the recipient only accepts authenticated senders.\r\n\r\nDelivery failed.\r\n"
+    assert b"Content-Type: text/plain; charset=us-ascii\r\n" in out  # header block kept as it was
+
+
+def test_a_charset_that_cannot_carry_the_block_becomes_utf8_and_7bit_becomes_qp() -> None:
+    data, part = message(
+        b"Content-Type: text/plain; charset=us-ascii\r\n", b"Delivery failed.\r\n", charset="us-ascii"
+    )
+    out, changes = spliced(data, part, JAPANESE)
+    assert changes == ("charset->utf-8", "cte:7bit->quoted-printable")
+    got = first_part(out)
+    assert got.get_content_charset() == "utf-8"
+    assert got["Content-Transfer-Encoding"] == "quoted-printable"
+    assert (
+        got.get_payload(decode=True).decode("utf-8") == "送信者の認証が必要です。\r\n\r\nDelivery failed.\r\n"
+    )
+
+
+def test_base64_stays_base64_with_short_lines() -> None:
+    text = "Zustellung fehlgeschlagen: ümlaut.\r\n".encode("iso-8859-1")
+    encoded = base64.encodebytes(text).replace(b"\n", b"\r\n")
+    headers = b"Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: base64\r\n"
+    data, part = message(headers, encoded, charset="iso-8859-1", cte="base64")
+    out, changes = spliced(data, part)
+    assert changes == ()
+    got = first_part(out)
+    assert got["Content-Transfer-Encoding"] == "base64"
+    assert (
+        got.get_payload(decode=True)
+        .decode("iso-8859-1")
+        .endswith("\r\nZustellung fehlgeschlagen: ümlaut.\r\n")
+    )
+    assert max(len(line) for line in got.get_payload().splitlines()) <= 76
+
+
+def test_quoted_printable_stays_quoted_printable() -> None:
+    body = b"Caf=E9 ferm=E9.\r\n"
+    headers = (
+        b"Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n"
+    )
+    data, part = message(headers, body, charset="iso-8859-1", cte="quoted-printable")
+    out, changes = spliced(data, part)
+    assert changes == ()
+    got = first_part(out)
+    assert got.get_payload(decode=True).decode("iso-8859-1").endswith("Café fermé.\r\n")
+    assert binascii.a2b_qp(got.get_payload()).startswith(b"NOTICE:")
+
+
+@pytest.mark.parametrize(
+    ("html", "expected"),
+    [
+        (
+            b'<html><body class="x">Failed.</body></html>',
+            b'<html><body class="x">\r\n<p>NOTICE</p>Failed.</body></html>',
+        ),
+        (b"<p>Failed.</p>", b"\r\n<p>NOTICE</p><p>Failed.</p>"),  # a fragment: the block goes first
+    ],
+)
+def test_html_gets_the_block_after_the_body_tag(html: bytes, expected: bytes) -> None:
+    data, part = message(
+        b"Content-Type: text/html; charset=us-ascii\r\n", html, content_type="text/html", charset="us-ascii"
+    )
+    out, _ = spliced(data, part)
+    assert first_part(out).get_payload(decode=True) == expected
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "part", "error"),
+    [
+        (b"Content-Type: text/plain; charset=x-none\r\n", b"x\r\n", {"charset": "x-none"}, "unknown charset"),
+        (b"Content-Transfer-Encoding: base64\r\n", b"!!!not base64!!!\r\n", {"cte": "base64"}, "base64"),
+        (
+            b"Content-Transfer-Encoding: x-uuencode\r\n",
+            b"x\r\n",
+            {"cte": "x-uuencode"},
+            "Content-Transfer-Encoding",
+        ),
+        (b"Content-Type: text/plain; charset=utf-8\r\n", b"\xff\xfe\r\n", {"charset": "utf-8"}, "not valid"),
+        (
+            b"Content-Type: image/png\r\n",
+            b"x\r\n",
+            {"content_type": "image/png"},
+            "not a human-readable type",
+        ),
+    ],
+)
+def test_parts_that_cannot_be_edited_safely_are_refused(
+    headers: bytes, body: bytes, part: dict[str, str], error: str
+) -> None:
+    data, human = message(headers, body, **part)
+    with pytest.raises(SpliceError, match=error):
+        edit_part(data, human, BLOCK)
+
+
+def test_offsets_outside_the_message_are_refused() -> None:
+    data, _ = message(b"", b"x\r\n")
+    with pytest.raises(SpliceError, match="offsets"):
+        edit_part(data, HumanPart("text/plain", None, "7bit", 0, 10, len(data) + 1), BLOCK)
+    with pytest.raises(SpliceError, match="offsets"):
+        edit_part(data, HumanPart("text/plain", None, "7bit", 20, 10, 30), BLOCK)
+
+
+def test_apply_puts_the_prefix_first_and_refuses_overlaps() -> None:
+    data, part = message(b"", b"Delivery failed.\r\n")
+    edit = edit_part(data, part, BLOCK)
+    out = apply(data, [edit], prefix=b"X-Test: 1\r\n")
+    assert out.startswith(b"X-Test: 1\r\n" + PREAMBLE) and out.endswith(EPILOGUE)
+    assert apply(data, []) == data
+    with pytest.raises(SpliceError, match="overlap"):
+        apply(data, [edit, edit])
