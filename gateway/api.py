@@ -106,7 +106,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _bearer = HTTPBearer(auto_error=False, description="admin.api_token from the configuration")
 
 
-def _is_loopback(host: str | None) -> bool:
+def is_loopback(host: str | None) -> bool:
     if not host:
         return False
     try:
@@ -182,7 +182,7 @@ def incidents_router(repository: Repository, *, api_token: str | None) -> APIRou
                     headers={"WWW-Authenticate": "Bearer"},
                 )
             return
-        if not _is_loopback(request.client.host if request.client else None):
+        if not is_loopback(request.client.host if request.client else None):
             raise HTTPException(
                 403, "no admin.api_token is configured, so the API answers loopback clients only"
             )

@@ -21,6 +21,7 @@ import uvicorn
 from gateway import metrics
 from gateway.admin import create_admin_app
 from gateway.config import Settings, parse_host_port
+from gateway.console import TrafficWatch, console_router
 from gateway.handler import RelayHandler
 from gateway.health import NextHopCheck, Readiness, health_router, metrics_router
 from gateway.loops import LoopGuard
@@ -86,11 +87,16 @@ class Gateway:
         self.settings = settings
         self.next_hop = build_next_hop(settings)
         self.recorder = build_recorder(settings)
+        # Mail relayed to refusing recipients, for the console (counted on the recorder's thread).
+        self.traffic = TrafficWatch(
+            settings.database.url, self.recorder.call, lambda: self.recorder.db_available
+        )
         self.pipeline = Pipeline(
             [
                 Detect(),
                 Explain(settings, self.recorder),
                 Record(settings, self.recorder),
+                self.traffic,
                 *extra_steps,
             ]
         )
@@ -116,6 +122,7 @@ class Gateway:
         if unavailable:
             log.warning("starting without the database: %s", unavailable)
         await self.recorder.start(unavailable=unavailable)
+        await self.traffic.start()
         await self.listener.start(sock)
         loop = asyncio.get_running_loop()
         self._jobs.append(loop.create_task(self._prune(self.next_hop)))
@@ -137,7 +144,15 @@ class Gateway:
         app = create_admin_app(
             self.repository,
             api_token=token.get_secret_value() if token else None,
-            routers=[health_router(self.readiness), metrics_router(self.readiness.refresh_gauges)],
+            routers=[
+                health_router(self.readiness),
+                metrics_router(self.readiness.refresh_gauges),
+                console_router(
+                    self.repository,
+                    api_token=token.get_secret_value() if token else None,
+                    explain=self.settings.explain,
+                ),
+            ],
         )
         host, port = parse_host_port(self.settings.admin.http)
         config = uvicorn.Config(
@@ -186,6 +201,7 @@ class Gateway:
         # The journal tries to reach the database in the rest of the grace period; the admin port
         # stays up meanwhile, so a last scrape sees what is left (journal_left_at_stop).
         drain = max(deadline - asyncio.get_running_loop().time(), min(grace, JOURNAL_DRAIN_MIN))
+        await self.traffic.stop()
         await self.recorder.stop(drain)
         if self.http is not None and self._http_task is not None:
             self.http.should_exit = True

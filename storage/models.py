@@ -10,7 +10,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Boolean, DateTime, Dialect, Index, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -86,3 +96,30 @@ class Incident(Base):
 
 # "Incidents since X for recipient Y" is the common query; id breaks ties for the cursor.
 Index("ix_incidents_recipient_time", Incident.failed_recipient, Incident.recorded_at)
+# The incident console's problems view groups by recipient and variant (storage.problems): this
+# index holds every column that query reads, so it is answered from the index alone, in group order.
+Index(
+    "ix_incidents_problems",
+    Incident.failed_recipient,
+    Incident.variant,
+    Incident.recorded_at,
+    Incident.sender,
+    Incident.id,
+)
+
+
+class RecipientTraffic(Base):
+    """Mail relayed to a recipient that has refused us, counted since its last bounce.
+
+    Only recipients with an incident get a row (the relay checks each recipient against a set of
+    known refusing recipients, nothing more): the console's evidence that a problem went quiet.
+    """
+
+    __tablename__ = "recipient_traffic"
+
+    recipient: Mapped[str] = mapped_column(String(320), primary_key=True)
+    #: Messages the next hop accepted for the recipient since ``since``.
+    relayed: Mapped[int] = mapped_column(Integer, default=0)
+    #: When counting (re)started: the last bounce for the recipient this gateway relayed.
+    since: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_relayed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -49,6 +49,7 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
+import functools
 import logging
 import random
 import threading
@@ -499,6 +500,10 @@ class Recorder:
         # the journalled copy harmless. Retrieve its outcome so nothing is reported as unhandled.
         future.add_done_callback(_consume)
         return await asyncio.wait_for(asyncio.wrap_future(future), self.db_timeout)
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn`` on the database thread, after the writes queued there (same timeout)."""
+        return await self._db(functools.partial(fn, *args, **kwargs))
 
     async def _io(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._io_thread, fn, *args)

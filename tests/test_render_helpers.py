@@ -5,8 +5,8 @@ from __future__ import annotations
 import jinja2
 import pytest
 
-from gateway.explain.render import MAX_TEXT, fill, sanitise, status_of, variant_of, wrap
 from gateway.bounce.report import CATEGORY_SENDER_NOT_AUTHENTICATED, RecipientReport
+from gateway.explain.render import MAX_TEXT, fill, sanitise, status_of, variant_of, wrap
 
 
 @pytest.mark.parametrize(

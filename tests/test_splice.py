@@ -9,9 +9,9 @@ import email.policy
 
 import pytest
 
+from gateway.bounce.report import HumanPart
 from gateway.explain.render import Rendered
 from gateway.explain.splice import SpliceError, apply, edit_part, line_ending
-from gateway.bounce.report import HumanPart
 
 BLOCK = Rendered(text="NOTICE: the recipient only accepts authenticated senders.\n", html="<p>NOTICE</p>")
 JAPANESE = Rendered(text="送信者の認証が必要です。\n", html="<p>送信者の認証が必要です。</p>")

@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tests.benchmarks import console as console_bench
 from tests.benchmarks import messages
 from tests.benchmarks import scan as scan_bench
 from tests.benchmarks.procs import (
@@ -719,6 +720,8 @@ def main() -> None:
         res["storage"] = storage_bench(tmp)
         print("scan against Sisimai:", flush=True)
         res["scan"] = scan_bench.run(tmp)
+        print("incident console queries:", flush=True)
+        res["console"] = console_bench.run(tmp)
     finally:
         procs.close()
     res["targets"] = evaluate(res, by_key)
@@ -726,6 +729,8 @@ def main() -> None:
     print_report(res, setups)
     print()
     scan_bench.report(res["scan"])
+    print()
+    console_bench.report(res["console"])
     out = ROOT / "bench-results" / "latest.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(rounded(res), indent=2) + "\n")
