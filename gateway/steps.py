@@ -95,9 +95,8 @@ class Detect:
         if not await offload.by_size(len(data), prefilter.might_be_family_bounce, data):
             return
         try:
-            # Off the loop whatever the size: a small bounce can still list thousands of
-            # recipients or nest deeply (see gateway.offload).
-            report = await offload.off_loop(_detect, data, ctx.mail_from)
+            # Off the loop unless small: parsing is linear in the octets (gateway.offload).
+            report = await offload.for_parsing(len(data), _detect, data, ctx.mail_from)
         except ParseError as exc:
             metrics.PARSE_FAILURES.labels(ParseStage.PARSE).inc()
             log.info("transaction %s: not parseable as a bounce: %s", ctx.transaction_id, exc)
@@ -146,7 +145,9 @@ class Explain:
         message.digest = await _digest(message)
         message.incident_ids = stable_ids(report, message.digest)
         try:
-            message.data = await offload.off_loop(
+            message.data = await offload.for_annotating(
+                len(message.original),
+                len(report.family),
                 annotate,
                 message.original,
                 report,

@@ -14,6 +14,7 @@ are data, never template source, so ``{{ 7*7 }}`` in a subject stays literal.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 import textwrap
 import threading
@@ -35,6 +36,7 @@ from gateway.bounce.report import (
     CATEGORY_SENDER_NOT_ALLOWED,
     CATEGORY_SENDER_NOT_AUTHENTICATED,
     BounceReport,
+    OriginalMessage,
     RecipientReport,
 )
 from gateway.config import ExplainSettings
@@ -193,6 +195,38 @@ def build_environment(template_dir: Path | None) -> jinja2.Environment:
 #: New-MailContact's -Name is at most 64 characters (the sender's address is used as the name).
 MAX_CONTACT_NAME = 64
 
+# Pure functions of one value, each reading it character by character or through the stdlib's
+# address and date parsers: the same recipients, senders and dates come back bounce after bounce.
+_VALUE_CACHE = 1024
+_literal = functools.lru_cache(maxsize=_VALUE_CACHE)(powershell_literal)
+_address_of = functools.lru_cache(maxsize=_VALUE_CACHE)(address_of)
+_header_date = functools.lru_cache(maxsize=_VALUE_CACHE)(locale.format_header_date)
+
+
+def _language_order(original: OriginalMessage | None, settings: ExplainSettings) -> tuple[str, ...]:
+    if original is None:
+        return locale.language_order(None, settings.languages, settings.language_order)
+    # The reader's language comes from these three fields of the original (gateway.explain.locale).
+    return _reader_order(
+        original.content_language,
+        original.charset,
+        original.sender,
+        tuple(settings.languages),
+        settings.language_order,
+    )
+
+
+@functools.lru_cache(maxsize=_VALUE_CACHE)
+def _reader_order(
+    content_language: str | None,
+    charset: str | None,
+    sender: str | None,
+    languages: tuple[str, ...],
+    rule: str,
+) -> tuple[str, ...]:
+    original = OriginalMessage(content_language=content_language, charset=charset, sender=sender)
+    return locale.language_order(original, languages, rule)
+
 
 def _context(
     report: BounceReport,
@@ -222,7 +256,7 @@ def _context(
                 "address": address,
                 "same_as": same_as,
                 # The address as a PowerShell literal, or None (the templates then show a placeholder).
-                "ps_address": powershell_literal(raw_address),
+                "ps_address": _literal(raw_address),
                 "variant": variant,
                 "status": status_of(recipient),
                 "diagnostic": sanitise(recipient.diagnostic),
@@ -232,7 +266,7 @@ def _context(
         )
     original = report.original
     when = now.astimezone(UTC) if now.tzinfo else now.replace(tzinfo=UTC)
-    sender_address = address_of(original.sender) if original else None
+    sender_address = _address_of(original.sender) if original else None
     sent = original.date if original else None
     # The kinds of recipient come from the whole family, listed or not (the headline and the
     # group owner's line speak for all of them).
@@ -247,14 +281,11 @@ def _context(
         "subject": sanitise(original.subject) if original else "",
         "date": sanitise(original.date, 80) if original else "",
         "original_sender": sanitise(original.sender, MAX_ADDRESS) if original else "",
-        "ps_sender": powershell_literal(sender_address),
-        "ps_contact_name": powershell_literal(sender_address, max_length=MAX_CONTACT_NAME),
+        "ps_sender": _literal(sender_address),
+        "ps_contact_name": _literal(sender_address, max_length=MAX_CONTACT_NAME),
         # Dates in each language's own form, zone stated (gateway.explain.locale).
         "times": {lang: locale.format_datetime(when, lang) for lang in languages},
-        "dates": {
-            lang: sanitise(locale.format_header_date(sent, lang) or sent, 80) if sent else ""
-            for lang in languages
-        },
+        "dates": {lang: sanitise(_header_date(sent, lang) or sent, 80) if sent else "" for lang in languages},
         "reporting_mta": sanitise(report.reporting_mta, 120),
     }
 
@@ -270,7 +301,7 @@ def render(
     """Render every configured language, in order, into one text block and one HTML block."""
     if not report.family:
         raise ValueError("no recipient of the family to explain")
-    languages = locale.language_order(report.original, settings.languages, settings.language_order)
+    languages = _language_order(report.original, settings)
     context = _context(report, incident_ids, now, languages, settings.max_recipients_explained)
     if environment is None and settings.template_dir is None:
         return _cached_render(context, languages)
@@ -293,22 +324,70 @@ def _render(env: jinja2.Environment, context: dict[str, Any], languages: Sequenc
 
 # -- the skeleton cache ---------------------------------------------------------------------------
 #
-# Six sandboxed Jinja renders cost about a millisecond per bounce, yet most of the block is the
-# same for every bounce of one recipient: only the incident ids, the time, and the original's
-# subject and date change from one bounce to the next. The packaged templates insert those four
-# as they are (escaped in HTML, never wrapped or tested except for emptiness), so the block is
-# rendered once per "skeleton" (the context with each of them replaced by a sentinel) and the
-# values are put in place of the sentinels afterwards. The first use of a skeleton renders the
-# real context too and keeps the skeleton only if filling it in gives exactly the same bytes;
-# otherwise that skeleton is always rendered in full. An override directory (whose templates may
-# use the values differently, and are reloaded when edited) always gets the full render.
+# Six sandboxed Jinja renders cost about 2 ms per bounce, yet the block depends on few things:
+# the kinds of recipient, their status codes and which values are missing. So the block is
+# rendered once per "skeleton" (the context with each value from the bounce replaced by a
+# sentinel) and the values are put in place of the sentinels afterwards. Two kinds of value:
+#
+# - Inserted as they are (escaped in HTML), never wrapped, tested only for emptiness: incident
+#   ids, the time, the original's subject, date and sender, the diagnostic and MTA names, and the
+#   PowerShell literals (command lines are never wrapped). Their sentinel is any short string.
+# - Wrapped into prose (the recipient's address, and the first one of its kind it refers to): the
+#   text wrap measures them. Their sentinel has the value's length and, like the value, no space,
+#   so the lines break at the same places (textwrap breaks only at spaces here); it starts with a
+#   Verb-Noun-like "A-A" exactly when the value does (wrap() never breaks before such a word). A
+#   value that could still wrap differently stays in the skeleton as it is: one without "@" (the
+#   prose has no "@", so no such value can be mistaken for a word of it), one starting with "-"
+#   (a line may start with it: _tidy() then indents it), one with a space, one shorter than a
+#   sentinel, and one that begins another such value of the block (wrap() glues the space before
+#   every occurrence of the value it keeps together, a longer value that begins with it too; a
+#   value that occurs twice gets one sentinel, glued or not at both places as the value is).
+#
+# The first use of a skeleton renders the real context too and keeps the skeleton only if filling
+# it in gives exactly the same text; otherwise that skeleton is always rendered in full. An
+# override directory (whose templates may use the values differently, and are reloaded when
+# edited) always gets the full render. tests/test_explain_render_cache.py compares the two on
+# adversarial values.
 
-#: Sentinels hold a NUL, which sanitise() removes from every value, so no value can forge one.
-_SENTINEL = "\x00bgw{}\x00"
-_SENTINEL_RE = re.compile("\x00bgw([0-9]+)\x00")
+#: Sentinels start with SOH or EOT and hold STX/ETX, control characters sanitise() removes from
+#: every value, so no value can forge one; none is whitespace to textwrap.
+_SENTINEL = "\x01{}\x02"
+_SENTINEL_VERB_NOUN = "A-A\x04{}\x02"
+_PAD = "\x03"
+_SENTINEL_RE = re.compile("(?:\x01|A-A\x04)([0-9]+)\x02\x03*")
 _SKELETON_CACHE_SIZE = 512
-#: key -> (rendered skeleton, or None when the skeleton did not reproduce the full render).
-_skeletons: OrderedDict[tuple[object, ...], Rendered | None] = OrderedDict()
+
+
+@dataclass(frozen=True, slots=True)
+class _Pieces:
+    """A rendered block split at its sentinels: ``literals[i]`` comes before value ``indexes[i]``."""
+
+    literals: tuple[str, ...]  # one more than indexes: the text after the last value
+    indexes: tuple[int, ...]
+
+    @classmethod
+    def split(cls, text: str) -> _Pieces:
+        # split() alternates literal text (even indexes) and the captured value index (odd).
+        pieces = _SENTINEL_RE.split(text)
+        return cls(tuple(pieces[0::2]), tuple(int(i) for i in pieces[1::2]))
+
+    def join(self, values: Sequence[str]) -> str:
+        # One pass over the pieces: a str.replace() per value would copy the whole block once
+        # per value, and both grow with the recipients (quadratic).
+        out = [""] * (2 * len(self.literals) - 1)
+        out[0::2] = self.literals
+        out[1::2] = [values[i] for i in self.indexes]
+        return "".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class _Skeleton:
+    text: _Pieces
+    html: _Pieces
+
+
+#: key -> the skeleton, or None when it did not reproduce the full render.
+_skeletons: OrderedDict[tuple[object, ...], _Skeleton | None] = OrderedDict()
 _skeletons_lock = threading.Lock()
 
 
@@ -320,39 +399,83 @@ def _freeze(value: object) -> object:
     return value
 
 
-def _skeleton(context: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """The context with volatile values replaced by sentinels, and (sentinel, value) pairs."""
-    fills: list[tuple[str, str]] = []
+def _wrappable(values: Sequence[str]) -> set[str]:
+    """The values among ``values`` that may be replaced by a same-length sentinel (see above)."""
+    fit = sorted({v for v in values if "@" in v and " " not in v and not v.startswith("-")})
+    keep = set(fit)
+    # A value that begins another one is glued wherever either occurs: keep both. (Equal values
+    # share one sentinel.) Sorted, a value begins a later one only if it begins the next one.
+    for a, b in itertools.pairwise(fit):
+        if b.startswith(a):
+            keep.discard(a)
+            keep.discard(b)
+    return keep
 
-    def hole(value: str) -> str:
+
+_VERB_NOUN_START = re.compile(r"[A-Za-z]+-[A-Za-z]")
+
+
+def _skeleton(context: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The context with the bounce's values replaced by sentinels, and the values by index."""
+    fills: list[str] = []
+
+    def hole(value: str | None) -> str | None:
         if not value:
             return value  # emptiness decides what the templates show: keep it
         sentinel = _SENTINEL.format(len(fills))
-        fills.append((sentinel, value))
+        fills.append(value)
         return sentinel
 
-    recipients = [dict(r, incident=hole(r["incident"])) for r in context["recipients"]]
+    recipients = context["recipients"]
+    wrappable = _wrappable([r[k] for r in recipients for k in ("address", "same_as") if r[k]])
+
+    sentinels: dict[str, str] = {}
+
+    def wrapped(value: str) -> str:
+        if value not in wrappable:
+            return value
+        if value in sentinels:
+            return sentinels[value]
+        form = _SENTINEL_VERB_NOUN if _VERB_NOUN_START.match(value) else _SENTINEL
+        sentinel = form.format(len(fills))
+        if len(sentinel) > len(value):
+            return value  # too short to stand for
+        fills.append(value)
+        sentinels[value] = sentinel = sentinel + _PAD * (len(value) - len(sentinel))
+        return sentinel
+
+    holes = [
+        dict(
+            r,
+            address=wrapped(r["address"]),
+            same_as=wrapped(r["same_as"]),
+            ps_address=hole(r["ps_address"]),
+            diagnostic=hole(r["diagnostic"]),
+            remote_mta=hole(r["remote_mta"]),
+            incident=hole(r["incident"]),
+        )
+        for r in recipients
+    ]
     skeleton = dict(
         context,
-        recipients=recipients,
-        incidents=[r["incident"] for r in recipients if r["incident"]],
+        recipients=holes,
+        incidents=[r["incident"] for r in holes if r["incident"]],
         time=hole(context["time"]),
         subject=hole(context["subject"]),
         date=hole(context["date"]),
+        original_sender=hole(context["original_sender"]),
+        ps_sender=hole(context["ps_sender"]),
+        ps_contact_name=hole(context["ps_contact_name"]),
+        reporting_mta=hole(context["reporting_mta"]),
         times={lang: hole(value) for lang, value in context["times"].items()},
         dates={lang: hole(value) for lang, value in context["dates"].items()},
     )
     return skeleton, fills
 
 
-def _fill(skeleton: Rendered, fills: list[tuple[str, str]]) -> Rendered:
-    # One pass over each block, whatever the number of values: a str.replace() per value would
-    # copy the whole block once per value, and both grow with the recipients (quadratic).
-    values = [value for _, value in fills]
-    escaped = [str(escape(value)) for value in values]
-    text = _SENTINEL_RE.sub(lambda m: values[int(m.group(1))], skeleton.text)
-    html = _SENTINEL_RE.sub(lambda m: escaped[int(m.group(1))], skeleton.html)
-    return Rendered(text=text, html=html)
+def _fill(skeleton: _Skeleton, fills: list[str]) -> Rendered:
+    escaped = [str(escape(value)) for value in fills]
+    return Rendered(text=skeleton.text.join(fills), html=skeleton.html.join(escaped))
 
 
 def _cached_render(context: dict[str, Any], languages: tuple[str, ...]) -> Rendered:
@@ -371,8 +494,9 @@ def _cached_render(context: dict[str, Any], languages: tuple[str, ...]) -> Rende
     if hit:
         return full
     rendered = _render(env, skeleton, languages)
+    split = _Skeleton(text=_Pieces.split(rendered.text), html=_Pieces.split(rendered.html))
     with _skeletons_lock:
-        _skeletons[key] = rendered if _fill(rendered, fills) == full else None
+        _skeletons[key] = split if _fill(split, fills) == full else None
         if len(_skeletons) > _SKELETON_CACHE_SIZE:
             _skeletons.popitem(last=False)
     return full

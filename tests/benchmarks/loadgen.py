@@ -3,7 +3,9 @@
 ``python -m tests.benchmarks.loadgen throughput|latency|idle PORT [options]``
 
 - ``throughput``: closed loop, S sessions, a fixed message count, every message distinct
-  (the SEQ token in the template is replaced), optionally every K-th one a family DSN.
+  (the SEQ token in the template is replaced), optionally every K-th one a family DSN, and
+  optionally each family DSN naming a recipient of its own (``--vary-recipient ADDRESS``: every
+  occurrence of ADDRESS gets the message's sequence number in its local part).
   MAIL, RCPT and DATA go in one write (RFC 2920 pipelining, DATA last in the group).
 - ``latency``: open loop at a fixed rate: message i is due at start + i/rate whether or not
   earlier ones have finished; its latency runs from that due time (so time spent waiting for a
@@ -92,7 +94,7 @@ def _raise_nofile() -> None:
 
 
 async def throughput(
-    port: int, sessions: int, count: int, ordinary: bytes, family: bytes, every: int
+    port: int, sessions: int, count: int, ordinary: bytes, family: bytes, every: int, vary: bytes = b""
 ) -> dict[str, object]:
     tag = str(os.getpid()).encode()
     seq = itertools.count()
@@ -105,7 +107,11 @@ async def throughput(
         while (i := next(seq)) < count:
             is_family = every > 0 and i % every == 0
             template = family if is_family else ordinary
-            body = template.replace(SEQ, b"%s.%d" % (tag, i))
+            token = b"%s.%d" % (tag, i)
+            body = template.replace(SEQ, token)
+            if is_family and vary:
+                local, _, domain = vary.partition(b"@")
+                body = body.replace(vary, local + b"." + token + b"@" + domain)
             try:
                 await session.send(b"" if is_family else b"sender@bench.example", body)
                 family_sent += is_family
@@ -217,6 +223,9 @@ def main() -> None:
     parser.add_argument("--ordinary", type=Path)
     parser.add_argument("--family", type=Path)
     parser.add_argument("--family-every", type=int, default=0, help="every K-th message is a family DSN")
+    parser.add_argument(
+        "--vary-recipient", default="", help="give each family DSN its own copy of this address"
+    )
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--warmup", type=float, default=0.5)
@@ -226,7 +235,15 @@ def main() -> None:
     result: dict[str, object] | None = None
     if args.mode == "throughput":
         result = asyncio.run(
-            throughput(args.port, args.sessions, args.count, ordinary, family, args.family_every)
+            throughput(
+                args.port,
+                args.sessions,
+                args.count,
+                ordinary,
+                family,
+                args.family_every,
+                args.vary_recipient.encode(),
+            )
         )
     elif args.mode == "latency":
         result = asyncio.run(

@@ -20,6 +20,8 @@ from types import ModuleType
 
 SEQ = b"@@SEQ@@"
 KIB = 1024
+#: The family recipient of both family DSNs (a load generator may vary it per message).
+FAMILY_RECIPIENT = "sales-team@contoso.example"
 
 _LINE = b"The quick brown fox jumps over the lazy dog while the relay hop measures itself."
 
@@ -53,6 +55,7 @@ def family(size: int = 5 * KIB, name: str = "exo-qp-5.7.133") -> bytes:
     head, sep, rest = data.partition(b"Message-ID: <")
     assert sep, "the positive has no Message-ID to vary"
     data = head + sep + SEQ + b"-" + rest
+    assert FAMILY_RECIPIENT.encode() in data, "the positive's recipient changed"
     # The padding goes into the returned message's body (a message/rfc822 part): it only makes
     # the bounce bigger, like a real returned message does, without touching the report parts.
     anchor = b"Hello, please find the report.\r\n"
@@ -66,7 +69,7 @@ def family(size: int = 5 * KIB, name: str = "exo-qp-5.7.133") -> bytes:
 # Everything here is synthetic: hosts follow Exchange Online's naming (outlook.com-like) or
 # are under .example, signatures and ids are hashes of labels, the texts are our own.
 
-_EXO_RCPT = "sales-team@contoso.example"
+_EXO_RCPT = FAMILY_RECIPIENT
 _EXO_CODE = "5.7.133"
 _EXO_SUBJECT = "Q3 partner pricing and order forms"
 #: The generating server (in contoso's tenant) and the sender's mailbox server (example.org's).

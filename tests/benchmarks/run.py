@@ -12,10 +12,16 @@ incidents by the bounce's bytes, so resending one file would skip the database w
 Environment knobs (for quick trial runs): ``BENCH_SECONDS`` (per measurement, default 3),
 ``BENCH_REPS`` (default 2; the best repetition counts), ``BENCH_LATENCY_REPS`` (default 3; the
 median p99 counts), ``BENCH_SESSIONS`` (default 20), ``BENCH_IDLE`` (idle sessions, default 1000).
+
+A quick run of some mixes only (``python -m tests.benchmarks --mixes family-100,family-exo
+--one-process``, or ``BENCH_MIXES`` / ``BENCH_ONE_PROCESS=1``) measures their throughput and
+skips latency, idle sessions, large bounces, storage and the scan comparison; ``make bench``
+runs everything.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -85,6 +91,9 @@ class Mix:
     family_every: int = 0  # python client: every K-th message is a family DSN
     size: int = 5 * messages.KIB
     family_file: str = "family"  # which family DSN the python client sends
+    #: The family DSNs' recipient, varied per message: real bounces name many different recipients,
+    #: and the explanation block is cached per kind and shape of recipient, not per address.
+    vary_recipient: str = ""
 
 
 #: Real Exchange Online NDRs are 10-46 KB (the public corpus' modern ones; median about 40 KB):
@@ -100,9 +109,51 @@ MIXES = [
     Mix(
         "family-exo", "100% family DSNs (Exchange, 20 KB)", "python", family_every=1, family_file="family-exo"
     ),
+    Mix(
+        "family-rcpt",
+        "100% family DSNs (5 KB, new recipients)",
+        "python",
+        family_every=1,
+        vary_recipient=messages.FAMILY_RECIPIENT,
+    ),
     Mix("mix-95-5", "95% ordinary 5 KB / 5% family", "python", family_every=20),
 ]
 ORDINARY = [m.key for m in MIXES if m.family_every == 0]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What one run measures: all of it (``make bench``) or some mixes' throughput only."""
+
+    mixes: tuple[Mix, ...]
+    one_process: bool = False
+
+    @property
+    def full(self) -> bool:
+        return len(self.mixes) == len(MIXES) and not self.one_process
+
+
+def selection(argv: list[str] | None = None) -> Selection:
+    parser = argparse.ArgumentParser(prog="python -m tests.benchmarks", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--mixes",
+        default=os.environ.get("BENCH_MIXES", ""),
+        help="comma-separated mix keys to measure, throughput only: " + ", ".join(m.key for m in MIXES),
+    )
+    parser.add_argument(
+        "--one-process",
+        action="store_true",
+        default=os.environ.get("BENCH_ONE_PROCESS", "") not in ("", "0"),
+        help="only the 1-process setups (no N-process bare relay or gateway)",
+    )
+    args = parser.parse_args(argv)
+    by_key = {m.key: m for m in MIXES}
+    wanted = [k.strip() for k in args.mixes.split(",") if k.strip()]
+    unknown = [k for k in wanted if k not in by_key]
+    if unknown:
+        parser.error(f"unknown mix {', '.join(unknown)}; choose from {', '.join(by_key)}")
+    mixes = tuple(by_key[k] for k in wanted) if wanted else tuple(MIXES)
+    return Selection(mixes=mixes, one_process=args.one_process)
 
 
 @dataclass
@@ -238,7 +289,8 @@ def measure(setup: Setup, mix: Mix, files: Files, count: int, sink: Setup) -> di
     else:
         args = ["throughput", str(setup.port), "--sessions", str(SESSIONS), "--count", str(count)]
         args += ["--ordinary", str(files.crlf["ordinary-5k"]), "--family", str(files.crlf[mix.family_file])]
-        result = run_loadgen([*args, "--family-every", str(mix.family_every)])
+        args += ["--family-every", str(mix.family_every)]
+        result = run_loadgen([*args, "--vary-recipient", mix.vary_recipient] if mix.vary_recipient else args)
     after = (cpu_seconds(relay_pids), children_cpu(), cpu_seconds(sink_pids))
     used = [b - a for a, b in zip(before, after, strict=True)]
     result["cpu_ms"] = {
@@ -253,12 +305,14 @@ def measure(setup: Setup, mix: Mix, files: Files, count: int, sink: Setup) -> di
     return result
 
 
-def throughput(setups: list[Setup], files: Files) -> dict[str, dict[str, dict[str, Any]]]:
+def throughput(
+    setups: list[Setup], files: Files, mixes: tuple[Mix, ...]
+) -> dict[str, dict[str, dict[str, Any]]]:
     """Best of REPS runs of about SECONDS each, per setup and mix, interleaved across setups."""
     results: dict[str, dict[str, dict[str, Any]]] = {s.key: {} for s in setups}
     live = [s for s in setups if not s.unavailable]
     sink = next(s for s in setups if s.key == "sink")
-    for mix in MIXES:
+    for mix in mixes:
         counts = {}
         for setup in live:  # calibration doubles as warm-up
             cal = measure(setup, mix, files, CALIBRATION_COUNT, sink)
@@ -523,9 +577,9 @@ def evaluate(res: dict[str, Any], setups: dict[str, Setup]) -> dict[str, dict[st
     return targets
 
 
-def print_report(res: dict[str, Any], setups: list[Setup]) -> None:
-    tp, lat = res["throughput"], res["latency"]["results"]
-    by_key = {s.key: s for s in setups}
+def print_table(res: dict[str, Any], setups: list[Setup], mixes: tuple[Mix, ...]) -> None:
+    """The throughput table: each mix's rate per setup, against its baseline and the ceiling."""
+    tp = res["throughput"]
     print()
     print(f"bouncegw benchmark {res['date']}  cores={res['cores']}  sessions={SESSIONS}  N={N}")
     print(
@@ -536,9 +590,9 @@ def print_report(res: dict[str, Any], setups: list[Setup]) -> None:
     head += f" {'CPU ms/msg':>10} {'peak RSS/proc MiB':>18}"
     print(head)
     print("-" * len(head))
-    for mix in MIXES:
+    for mix in mixes:
         for s in setups:
-            rss = res["peak_rss_kib"].get(s.key)
+            rss = res.get("peak_rss_kib", {}).get(s.key)
             rss_text = "-" if not rss else "/".join(f"{k / 1024:.0f}" for k in rss)
             if s.unavailable:
                 print(f"{mix.label:36} {s.label:28} {'not available':>9}")
@@ -552,6 +606,12 @@ def print_report(res: dict[str, Any], setups: list[Setup]) -> None:
                 f"{fmt(ratio(cell['rate'], ceil)):>10} {cell['cpu_ms']['relay']:10.3f} {rss_text:>18}{err}"
             )
         print()
+
+
+def print_report(res: dict[str, Any], setups: list[Setup]) -> None:
+    tp, lat = res["throughput"], res["latency"]["results"]
+    by_key = {s.key: s for s in setups}
+    print_table(res, setups, tuple(MIXES))
     print(f"scaling ({N} processes / 1 process):")
     for m in MIXES:
         parts = []
@@ -633,10 +693,26 @@ def print_report(res: dict[str, Any], setups: list[Setup]) -> None:
             print(f"  {'':>15} {t['note']}")
 
 
+def quick_report(res: dict[str, Any], setups: list[Setup], sel: Selection) -> None:
+    """A run of some mixes: their table and each one's ratio (bouncegw 1 worker / bare relay 1
+    process), written to ``bench-results/quick.json`` (``latest.json`` is the full run's)."""
+    print_table(res, setups, sel.mixes)
+    tp = res["throughput"]
+    res["ratios_1"] = {
+        m.key: ratio(tp["gw-1"][m.key]["rate"], tp["bare-1"][m.key]["rate"]) for m in sel.mixes
+    }
+    print("bouncegw 1 worker / bare relay 1 process: " + json.dumps(rounded(res["ratios_1"])))
+    out = ROOT / "bench-results" / "quick.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(rounded(res), indent=2) + "\n")
+    print(f"written {out.relative_to(ROOT)}")
+
+
 # ---------------------------------------------------------------------------------------------
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    sel = selection(argv)
     for tool in ("smtp-source", "smtp-sink"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found: install Postfix (Debian package postfix)")
@@ -658,7 +734,7 @@ def main() -> None:
         Setup("bare-1", "bare relay, 1 process", 1, "bare-1"),
         Setup("gw-1", "bouncegw, 1 worker", 1, "bare-1"),
     ]
-    if N > 1:
+    if N > 1 and not sel.one_process:
         setups.insert(2, Setup("bare-N", f"bare relay, {N} processes", N, "bare-N"))
         gw_n = Setup("gw-N", f"bouncegw, {N} workers", N, "bare-N")
         if not with_workers:
@@ -674,7 +750,7 @@ def main() -> None:
         "sessions": SESSIONS,
         "seconds_per_run": SECONDS,
         "repetitions": REPS,
-        "clients": {m.key: m.client for m in MIXES},
+        "clients": {m.key: m.client for m in sel.mixes},
         "setups": {
             s.key: {"label": s.label, "processes": s.procs, "unavailable": s.unavailable} for s in setups
         },
@@ -687,7 +763,10 @@ def main() -> None:
             elif s.key.startswith("gw") and not s.unavailable:
                 start_gateway(procs, s, by_key["sink"].port, tmp, with_workers)
         print(f"throughput (best of {REPS} runs of ~{SECONDS:.0f} s each):", flush=True)
-        res["throughput"] = throughput(setups, files)
+        res["throughput"] = throughput(setups, files, sel.mixes)
+        if not sel.full:
+            quick_report(res, setups, sel)
+            return
         rate = res["throughput"]["bare-1"]["ordinary-5k"]["rate"] / 2
         print(f"latency at {rate:.0f} msg/s:", flush=True)
         res["latency"] = {"rate": rate, "results": latency(setups, files, rate)}
@@ -724,6 +803,8 @@ def main() -> None:
         res["console"] = console_bench.run(tmp)
     finally:
         procs.close()
+        if not sel.full:
+            shutil.rmtree(tmp, ignore_errors=True)
     res["targets"] = evaluate(res, by_key)
     res["elapsed_s"] = time.monotonic() - started
     print_report(res, setups)
