@@ -30,7 +30,7 @@ from gateway.pipeline import Pipeline, Step
 from gateway.relay import NextHop, SmtpNextHop
 from gateway.server import Listener
 from gateway.startup import FatalError, describe
-from gateway.steps import Detect, Explain, Record
+from gateway.steps import processing_steps
 from storage.db import check_schema_unless_down
 from storage.recorder import Recorder
 from storage.repository import Repository
@@ -93,9 +93,7 @@ class Gateway:
         )
         self.pipeline = Pipeline(
             [
-                Detect(),
-                Explain(settings, self.recorder),
-                Record(settings, self.recorder),
+                *processing_steps(settings, self.recorder),
                 self.traffic,
                 *extra_steps,
             ]

@@ -62,6 +62,7 @@ from gateway.outcomes import (
     ByteDirection,
     LoopReason,
     MessageOutcome,
+    MilterOutcome,
     ParseStage,
     RefusalReason,
 )
@@ -214,6 +215,26 @@ JOURNAL_CAPACITY = Gauge(
     "storage.journal_max_bytes: when the journal reaches it with the database down, bounces get 4xx.",
     multiprocess_mode="livesum",
 )
+MILTER_SESSIONS = Gauge(
+    "bouncegw_milter_sessions_active",
+    "Milter connections from the MTA currently open (bouncegw milter).",
+    multiprocess_mode="livesum",
+)
+MILTER_MESSAGES = Counter(
+    "bouncegw_milter_messages_total",
+    "Messages the milter answered, by outcome (see MilterOutcome in gateway/outcomes.py).",
+    ["outcome"],
+)
+MILTER_PROTOCOL_ERRORS = Counter(
+    "bouncegw_milter_protocol_errors_total",
+    "Milter connections closed because the MTA's packets could not be read (the MTA then applies "
+    "its milter_default_action).",
+)
+MILTER_DURATION = Histogram(
+    "bouncegw_milter_end_of_message_seconds",
+    "From the end of the message to the milter's final answer (processing + recording).",
+    buckets=PROCESSING_BUCKETS,
+)
 
 
 def _initialise() -> None:
@@ -229,6 +250,7 @@ def _initialise() -> None:
         (AnnotationOutcome, ANNOTATIONS),
         (arc.Outcome, ARC_SEALS),
         (StoragePath, STORAGE),
+        (MilterOutcome, MILTER_MESSAGES),
     ):
         for value in labels:
             metric.labels(value)

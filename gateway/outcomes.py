@@ -55,3 +55,15 @@ class AnnotationOutcome(enum.StrEnum):
     ALREADY_EXPLAINED = "already_explained"  # an earlier hop explained it: passed on untouched
     TOO_LARGE = "too_large"  # explained it would exceed max_message_size: the original went out
     FAILED = "failed"  # annotation raised: the original went out
+
+
+class MilterOutcome(enum.StrEnum):
+    """What the milter listener (``bouncegw milter``) answered for a message."""
+
+    HEADERS_ONLY = "headers_only"  # accepted at the end of the headers: cannot be a bounce, no body sent
+    CONTINUED = "continued"  # read whole and left as it is
+    EXPLAINED = "explained"  # headers and body changed
+    UNEXPRESSIBLE = "unexpressible"  # left untouched: milter actions cannot say the change
+    TOO_LARGE = "too_large"  # left untouched: over listener.max_message_size
+    FAILED = "failed"  # left untouched after a processing error or timeout
+    TEMPFAILED = "tempfailed"  # a family bounce that could not be recorded: the MTA keeps it, retries

@@ -28,7 +28,7 @@ from gateway.explain import AlreadyExplained, TooLarge, annotate, arc
 from gateway.identity import bounce_digest
 from gateway.incidents import build_incidents, stable_ids
 from gateway.outcomes import AnnotationOutcome, MessageOutcome, ParseStage
-from gateway.pipeline import Deferred, Processed
+from gateway.pipeline import Deferred, Processed, Step
 from gateway.relay import Reply
 from gateway.transaction import MessageContext
 from storage.incidents import IncidentRecord
@@ -237,3 +237,8 @@ class Record:
             metrics.RECORD_FAILURES.inc()
             raise
         metrics.INCIDENTS.inc(len(records))
+
+
+def processing_steps(settings: Settings, recorder: Recorder) -> list[Step]:
+    """The steps every listener runs on a message, in order (the relay and the milter alike)."""
+    return [Detect(), Explain(settings, recorder), Record(settings, recorder)]

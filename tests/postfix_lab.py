@@ -70,6 +70,9 @@ class Placement:
     next_hop: str  # "reinject" | "mailbox"
     #: Whether the placement is on the users' MX (mail from outside is accepted for example.com).
     mx: bool
+    #: Milter mode: ``bouncegw milter`` instead of ``bouncegw serve``, and the site also has
+    #: local (virtual) mailboxes in LOCAL_DOMAIN, whose DSNs never cross SMTP.
+    milter: bool = False
 
 
 PLACEMENTS = {
@@ -77,7 +80,11 @@ PLACEMENTS = {
     "null-sender": Placement("null-sender.main.cf", "relayhost.master.cf", "reinject", mx=False),
     "users-domains": Placement("users-domains.main.cf", None, "mailbox", mx=True),
     "content-filter": Placement("content-filter.main.cf", "content-filter.master.cf", "reinject", mx=True),
+    "milter": Placement("milter.main.cf", None, "none", mx=True, milter=True),
 }
+#: Milter mode's local mailboxes: Postfix's virtual delivery agent into Maildirs under the lab.
+LOCAL_DOMAIN = "local.test"
+LOCAL_USER = f"bob@{LOCAL_DOMAIN}"
 
 #: master.cf for the private instance: Debian's services. Chroot "n" for the daemons that would
 #: need files copied into the queue directory; the SMTP clients run chrooted as in Debian's
@@ -140,6 +147,17 @@ def site_main_cf(directory: Path, world_port: int, *, mx: bool) -> str:
         """)
 
 
+def local_mailboxes_cf(directory: Path) -> str:
+    """The site's local mailboxes (milter mode): one Maildir for LOCAL_USER, owned by nobody."""
+    return textwrap.dedent(f"""\
+        virtual_mailbox_domains = {LOCAL_DOMAIN}
+        virtual_mailbox_base = {directory}/mail
+        virtual_mailbox_maps = inline:{{ {LOCAL_USER}=bob/ }}
+        virtual_uid_maps = static:65534
+        virtual_gid_maps = static:65534
+        """)
+
+
 def shipped(name: str, ports: dict[str, str]) -> str:
     text = (SHIPPED / name).read_text()
     for old, new in ports.items():
@@ -158,6 +176,19 @@ class Lab:
     servers: dict[str, RecordingServer]
     sent: int = 0
     logs: list[str] = field(default_factory=list)
+    gateway: asyncio.subprocess.Process | None = None
+
+    def local_mailbox(self) -> list[bytes]:
+        """The messages delivered to LOCAL_USER's Maildir (milter mode), oldest first."""
+        new = self.root / "mail" / "bob" / "new"
+        files = sorted(new.iterdir(), key=lambda p: p.stat().st_mtime) if new.exists() else []
+        return [f.read_bytes() for f in files]
+
+    async def stop_gateway(self) -> None:
+        """Stop bouncegw (SIGTERM) and wait for it; Postfix goes on running."""
+        assert self.gateway is not None and self.gateway.returncode is None
+        self.gateway.terminate()
+        await asyncio.wait_for(self.gateway.wait(), 60)
 
     @property
     def config_dir(self) -> Path:
@@ -192,6 +223,10 @@ class Lab:
                 return
             await asyncio.sleep(0.2)
         raise AssertionError("Postfix's queue did not drain\n" + self.maillog())
+
+    def flush(self) -> None:
+        """``postqueue -f``: deliver what is deferred now, not at the next queue run."""
+        subprocess.run([POSTQUEUE, "-c", str(self.config_dir), "-f"], capture_output=True, check=True)
 
     def submit(self, sender: str, recipients: list[str], message: bytes, *, outside: bool = False) -> None:
         """One SMTP transaction to Postfix's public listener, from a user or from outside."""
@@ -253,6 +288,22 @@ async def _world(port: int) -> dict[str, RecordingServer]:
     return servers
 
 
+async def wait_for_listener(port: int, process: asyncio.subprocess.Process, log: Path) -> None:
+    """Until something accepts TCP connections on ``port`` (the milter sends no greeting)."""
+    for _ in range(600):
+        if process.returncode is not None:
+            raise AssertionError(f"bouncegw exited with {process.returncode}: {log.read_text()}")
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
+    raise AssertionError(f"nothing listens on {port}: {log.read_text()}")
+
+
 def stop_postfix(config_dir: Path) -> None:
     """``postfix stop`` only signals the master: wait until ``postfix status`` says it has gone."""
     subprocess.run([POSTFIX, "-c", str(config_dir), "stop"], capture_output=True)
@@ -274,12 +325,18 @@ def write_world_dns(queue: Path) -> None:
 
 @asynccontextmanager
 async def postfix_lab(
-    tmp_path: Path, name: str, *, edit_master_cf: tuple[str, str] | None = None
+    tmp_path: Path,
+    name: str,
+    *,
+    edit_master_cf: tuple[str, str] | None = None,
+    gateway_env: dict[str, str] | None = None,
 ) -> AsyncIterator[Lab]:
-    """The placement ``name`` running: Postfix, ``bouncegw serve`` and the world.
+    """The placement ``name`` running: Postfix, ``bouncegw serve`` (milter mode: ``bouncegw
+    milter``) and the world.
 
     ``edit_master_cf`` (old, new) alters the shipped master.cf: only for the test that builds a
-    deliberately broken configuration.
+    deliberately broken configuration. ``gateway_env`` adds settings for bouncegw
+    (``BOUNCEGW_<SECTION>__<KEY>``): only for tests that break its storage on purpose.
     """
     need(Path(POSTFIX).exists(), "Postfix is not installed (apt-get install postfix)")
     need(os.geteuid() == 0, "a private Postfix instance must be started as root")
@@ -294,7 +351,7 @@ async def postfix_lab(
     assert servers, "could not find a port free on every address of the world"
     world_port = servers[USERS_DOMAIN].port
     gateway_port, reinject_port, postfix_port, admin_port = (free_port() for _ in range(4))
-    ports = {"10025": str(gateway_port), "10026": str(reinject_port)}
+    ports = {"10025": str(gateway_port), "10026": str(reinject_port), "10030": str(gateway_port)}
     # Postfix's daemons run as "postfix" and must reach the queue: pytest's own temporary root is
     # private to root (0700), so the instance lives in a directory of its own, removed afterwards.
     root = Path(tempfile.mkdtemp(prefix="bouncegw-postfix-"))
@@ -306,8 +363,14 @@ async def postfix_lab(
     (root / "data").mkdir()
     shutil.chown(root / "data", "postfix")  # master.lock and the caches belong to mail_owner
     main_cf = site_main_cf(root, world_port, mx=placement.mx)
+    if placement.milter:
+        main_cf += local_mailboxes_cf(root)
+        (root / "mail").mkdir()
+        shutil.chown(root / "mail", "nobody", "nogroup")
     main_cf += f"\n# ---- {placement.main_cf}, as shipped ----\n" + shipped(placement.main_cf, ports)
     master_cf = BASE_MASTER_CF.format(smtpd_listen=f"127.0.0.1:{postfix_port}")
+    if placement.milter:
+        master_cf += "virtual   unix  -       n       n       -       -       virtual\n"
     if placement.master_cf:
         extra = shipped(placement.master_cf, ports)
         if edit_master_cf is not None:
@@ -337,14 +400,22 @@ async def postfix_lab(
     gateway_log = (tmp_path / "bouncegw.log").open("wb")
     gateway = None
     postfix_started = False
+    command = (
+        ["milter", "--listen", f"inet:127.0.0.1:{gateway_port}"]
+        if placement.milter
+        else ["serve", "--workers", "1"]
+    )
     try:
         gateway = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", "serve", "--workers", "1",
+            sys.executable, "-m", "gateway", *command,
             "--config", str(tmp_path / "bouncegw.toml"),
-            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO), **(gateway_env or {})},
             stdout=asyncio.subprocess.DEVNULL, stderr=gateway_log,
         )  # fmt: skip
-        await wait_for_smtp(gateway_port, gateway)
+        if placement.milter:
+            await wait_for_listener(gateway_port, gateway, tmp_path / "bouncegw.log")
+        else:
+            await wait_for_smtp(gateway_port, gateway)
         started = await asyncio.to_thread(
             subprocess.run, [POSTFIX, "-c", str(config_dir), "start"], capture_output=True, text=True
         )
@@ -353,7 +424,7 @@ async def postfix_lab(
         assert started.returncode == 0, started.stderr + (maillog.read_text() if maillog.exists() else "")
         write_world_dns(root / "queue")
         await wait_for_smtp(postfix_port)
-        yield Lab(placement, root, tmp_path, postfix_port, admin_port, database_url, servers)
+        yield Lab(placement, root, tmp_path, postfix_port, admin_port, database_url, servers, gateway=gateway)
     finally:
         if postfix_started:
             await asyncio.to_thread(stop_postfix, config_dir)

@@ -362,6 +362,7 @@ POSTFIX_PLACEMENTS = {
     ),
     "users-domains": (None, "transport_maps = inline:{ example.com=smtp:[127.0.0.1]:10025 }"),
     "content-filter": ("content-filter.master.cf", "content_filter = bouncegw:[127.0.0.1]:10025"),
+    "milter": (None, "non_smtpd_milters = inet:127.0.0.1:10030"),
 }
 
 

@@ -89,9 +89,11 @@ def _split(data: bytes) -> tuple[bytes, memoryview]:
     return data[:end], memoryview(data)[body:]
 
 
-def might_be_family_bounce(data: bytes) -> bool:
-    """False only when ``data`` cannot be a bounce carrying the family's codes."""
-    head, body = _split(data)
+def might_be_bounce_headers(head: bytes) -> bool:
+    """False only when a message with this root header block cannot be a bounce.
+
+    The milter asks this at the end of the headers, before the MTA sends the body.
+    """
     lowered = head.lower()
     # Substring tests first: they reject ordinary mail without running a regex.
     for word in _HEADER_WORDS:
@@ -99,7 +101,13 @@ def might_be_family_bounce(data: bytes) -> bool:
             break
     else:
         return False
-    if not _HEADER_SIGN_RE.search(head) and not _encoded_subject_sign(head):
+    return bool(_HEADER_SIGN_RE.search(head)) or _encoded_subject_sign(head)
+
+
+def might_be_family_bounce(data: bytes) -> bool:
+    """False only when ``data`` cannot be a bounce carrying the family's codes."""
+    head, body = _split(data)
+    if not might_be_bounce_headers(head):
         return False
     # The family's whole codes and resolver tokens, as the family table defines them
     # (gateway.bounce.family.Family.body_re; quoted-printable soft breaks allowed inside).
@@ -115,4 +123,4 @@ def _search(pattern: re.Pattern[bytes], data: bytes | memoryview) -> bool:
     return any(pattern.search(data, pos, pos + _PIECE + _OVERLAP) for pos in range(0, len(data), _PIECE))
 
 
-__all__ = ["might_be_family_bounce"]
+__all__ = ["might_be_bounce_headers", "might_be_family_bounce"]

@@ -1,4 +1,4 @@
-"""The ``bouncegw`` command: serve | check-config | explain | incidents | scan | db.
+"""The ``bouncegw`` command: serve | milter | check-config | explain | incidents | scan | db.
 
 Each sub-command lives in its own module here and registers itself on the
 group; heavy imports stay inside the command functions so that
@@ -7,7 +7,7 @@ group; heavy imports stay inside the command functions so that
 
 from __future__ import annotations
 
-from gateway.cli import check_config, db, explain, incidents, scan, serve  # noqa: F401  (registers commands)
+from gateway.cli import check_config, db, explain, incidents, milter, scan, serve  # noqa: F401  (registers commands)
 from gateway.cli.common import cli
 
 

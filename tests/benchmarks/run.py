@@ -43,6 +43,7 @@ from typing import Any
 
 from tests.benchmarks import console as console_bench
 from tests.benchmarks import messages
+from tests.benchmarks import milter as milter_bench
 from tests.benchmarks import scan as scan_bench
 from tests.benchmarks.procs import (
     Procs,
@@ -801,6 +802,8 @@ def main(argv: list[str] | None = None) -> None:
         res["scan"] = scan_bench.run(tmp)
         print("incident console queries:", flush=True)
         res["console"] = console_bench.run(tmp)
+        print("milter mode:", flush=True)
+        res["milter"] = milter_bench.run(tmp)
     finally:
         procs.close()
         if not sel.full:
@@ -812,6 +815,7 @@ def main(argv: list[str] | None = None) -> None:
     scan_bench.report(res["scan"])
     print()
     console_bench.report(res["console"])
+    milter_bench.report(res["milter"])
     out = ROOT / "bench-results" / "latest.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(rounded(res), indent=2) + "\n")
