@@ -13,14 +13,12 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import uvicorn
-
 from gateway import metrics
-from gateway.admin import create_admin_app
-from gateway.config import Settings, parse_host_port
+from gateway.admin import AdminServer, create_admin_app
+from gateway.config import Settings
 from gateway.console import TrafficWatch, console_router
 from gateway.handler import RelayHandler
 from gateway.health import NextHopCheck, Readiness, health_router, metrics_router
@@ -72,14 +70,6 @@ def build_recorder(settings: Settings) -> Recorder:
     )
 
 
-class _EmbeddedUvicorn(uvicorn.Server):
-    """uvicorn on our loop: the gateway owns SIGTERM/SIGINT, not uvicorn."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 class Gateway:
     """A gateway and what it owns: SMTP listener, next hop, pipeline, recorder, admin HTTP, jobs."""
 
@@ -108,8 +98,7 @@ class Gateway:
         self.next_hop_check = NextHopCheck(self.next_hop)
         self.readiness = Readiness(self.listener, self.recorder, self.next_hop_check)
         self.repository: Repository | None = None
-        self.http: _EmbeddedUvicorn | None = None
-        self._http_task: asyncio.Task[None] | None = None
+        self.http: AdminServer | None = None
         self._jobs: list[asyncio.Task[Any]] = []
 
     async def start(self, sock: socket.socket | None = None, http_sock: socket.socket | None = None) -> None:
@@ -152,26 +141,12 @@ class Gateway:
                 ),
             ],
         )
-        host, port = parse_host_port(self.settings.admin.http)
-        config = uvicorn.Config(
-            app, host=host, port=port, log_config=None, access_log=False, lifespan="off", server_header=False
-        )
-        self.http = _EmbeddedUvicorn(config)
-        task = self._http_task = asyncio.get_running_loop().create_task(
-            self.http.serve(sockets=[sock] if sock else None)
-        )
-        while not self.http.started:
-            if task.done():
-                task.result()  # raises what made uvicorn give up (e.g. the port is taken)
-                raise OSError(f"admin HTTP server did not start on {self.settings.admin.http}")
-            await asyncio.sleep(0.01)
+        self.http = AdminServer(app, self.settings.admin.http)
+        await self.http.start(sock)
 
     @property
     def http_port(self) -> int | None:
-        if self.http is None or not self.http.servers:
-            return None
-        port: int = self.http.servers[0].sockets[0].getsockname()[1]
-        return port
+        return self.http.port if self.http is not None else None
 
     async def _prune(self, hop: NextHop) -> None:
         while True:
@@ -201,9 +176,8 @@ class Gateway:
         drain = max(deadline - asyncio.get_running_loop().time(), min(grace, JOURNAL_DRAIN_MIN))
         await self.traffic.stop()
         await self.recorder.stop(drain)
-        if self.http is not None and self._http_task is not None:
-            self.http.should_exit = True
-            await self._http_task
+        if self.http is not None:
+            await self.http.stop()
         await self.next_hop.close()
         if self.repository is not None:
             await asyncio.to_thread(self.repository.close)

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.conftest import need
+from tests.explain_checks import delivery_status_fields
 from tests.processes import free_port, wait_for_smtp, wait_until
 from tests.recording_server import Received, RecordingServer
 
@@ -439,3 +440,23 @@ async def postfix_lab(
         for server in servers.values():
             await server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def postfix_dsn_fields(data: bytes, recipient: str) -> dict[str, str]:
+    """Check a DSN written by Postfix's bounce daemon kept its own field set; its recipient's fields.
+
+    RFC 3464 sections 2.2 and 2.3, plus Postfix's X-Postfix-* ones, in Postfix's order.
+    """
+    [per_message, per_recipient] = delivery_status_fields(data)
+    assert [k for k, _ in per_message] == [
+        "Reporting-MTA",
+        "X-Postfix-Queue-ID",
+        "X-Postfix-Sender",
+        "Arrival-Date",
+    ]
+    assert [k for k, _ in per_recipient] == [
+        "Final-Recipient", "Original-Recipient", "Action", "Status", "Remote-MTA", "Diagnostic-Code",
+    ]  # fmt: skip
+    fields = dict(per_recipient)
+    assert fields["Final-Recipient"].lower().replace(" ", "") == f"rfc822;{recipient}"
+    return fields

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -11,12 +12,35 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
+    """A loopback port nobody listens on right now, below the kernel's ephemeral range.
+
+    A port the kernel picks for ``bind(0)`` comes from the range it also picks the source ports
+    of outgoing connections from: between this check and the server's own bind (Postfix's master
+    starts a second later) any process's connection can take it, and the server fails with
+    "Address already in use" (seen under load). Ports below ``ip_local_port_range`` are never
+    handed out as source ports, so only another explicit bind can collide.
+    """
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(min(10000, low // 2), low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # a crowded range: fall back to the kernel's choice
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 async def wait_until(condition: Callable[[], bool], what: str, limit: float = 60.0) -> None:

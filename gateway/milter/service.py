@@ -15,17 +15,15 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from gateway import metrics
-from gateway.admin import create_admin_app
+from gateway.admin import AdminServer, create_admin_app
 from gateway.app import JOURNAL_DRAIN_MIN, build_recorder
 from gateway.config import Settings, parse_host_port
 from gateway.health import metrics_router
@@ -85,14 +83,6 @@ def _remove_stale_socket(path: Path) -> None:
     raise OSError(errno.EADDRINUSE, "address already in use")
 
 
-class _EmbeddedUvicorn(uvicorn.Server):
-    """uvicorn on our loop: the service owns SIGTERM/SIGINT, not uvicorn."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 class MilterService:
     """The milter listener and what it owns; tests start it on ephemeral ports in their loop."""
 
@@ -103,8 +93,7 @@ class MilterService:
         self.pipeline = build_pipeline(settings, self.recorder)
         self.server: asyncio.Server | None = None
         self.repository: Repository | None = None
-        self.http: _EmbeddedUvicorn | None = None
-        self._http_task: asyncio.Task[None] | None = None
+        self.http: AdminServer | None = None
         self._sessions: dict[asyncio.Task[None], Session] = {}
 
     @property
@@ -116,10 +105,7 @@ class MilterService:
 
     @property
     def http_port(self) -> int | None:
-        if self.http is None or not self.http.servers:
-            return None
-        port: int = self.http.servers[0].sockets[0].getsockname()[1]
-        return port
+        return self.http.port if self.http is not None else None
 
     async def start(self) -> None:
         unavailable = await asyncio.to_thread(check_schema_unless_down, self.settings.database.url)
@@ -165,17 +151,8 @@ class MilterService:
             api_token=token.get_secret_value() if token else None,
             routers=[self._health_router(), metrics_router(self._refresh_gauges)],
         )
-        host, port = parse_host_port(self.settings.admin.http)
-        config = uvicorn.Config(
-            app, host=host, port=port, log_config=None, access_log=False, lifespan="off", server_header=False
-        )
-        self.http = _EmbeddedUvicorn(config)
-        task = self._http_task = asyncio.get_running_loop().create_task(self.http.serve())
-        while not self.http.started:
-            if task.done():
-                task.result()
-                raise OSError(f"admin HTTP server did not start on {self.settings.admin.http}")
-            await asyncio.sleep(0.01)
+        self.http = AdminServer(app, self.settings.admin.http)
+        await self.http.start()
 
     def _refresh_gauges(self) -> None:
         metrics.DB_AVAILABLE.set(1 if self.recorder.db_available else 0)
@@ -241,9 +218,8 @@ class MilterService:
         # As the relay (gateway.app): the journal gets the rest of the grace period to reach the
         # database, at least JOURNAL_DRAIN_MIN.
         await self.recorder.stop(max(deadline - loop.time(), min(grace, JOURNAL_DRAIN_MIN)))
-        if self.http is not None and self._http_task is not None:
-            self.http.should_exit = True
-            await self._http_task
+        if self.http is not None:
+            await self.http.stop()
         if self.repository is not None:
             await asyncio.to_thread(self.repository.close)
 

@@ -34,10 +34,10 @@ from storage.incidents import IncidentRecord
 from storage.problems import TrafficCount, problems, problems_query, record_traffic, top_domains, trend
 from storage.repository import IncidentFilter, Repository
 from storage.timespec import parse_time_bound
+from tests.benchmarks import databases
 
 INCIDENTS = int(os.environ.get("BENCH_CONSOLE_INCIDENTS", "100000"))
 REPS = 5
-PG_URL = os.environ.get("BOUNCEGW_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 VARIANTS = ("group", "mailbox", "microsoft365_group", "mail_user", "public_folder", "organization")
 CODES = {"group": "5.7.133", "mailbox": "5.7.134", "mail_user": "5.7.136", "public_folder": "5.7.135"}
 
@@ -149,25 +149,7 @@ def measure(url: str, count: int) -> dict[str, Any]:
 
 def run(tmp: Path, count: int = INCIDENTS) -> dict[str, Any]:
     """Both databases; a database that cannot be reached is reported, not fatal."""
-    out: dict[str, Any] = {"sqlite": measure(f"sqlite:///{tmp / 'console-bench.sqlite3'}", count)}
-    try:
-        import psycopg
-        from sqlalchemy.engine import make_url
-
-        u = make_url(PG_URL)
-        dsn = f"host={u.host} port={u.port or 5432} dbname={u.database} user={u.username} connect_timeout=3"
-        schema = "bench_" + uuid.uuid4().hex[:12]
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f"CREATE SCHEMA {schema}")
-        try:
-            url = u.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(False)
-            out["postgresql"] = measure(url, count)
-        finally:
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                conn.execute(f"DROP SCHEMA {schema} CASCADE")
-    except Exception as exc:  # unreachable server: report it, the rest of the bench still counts
-        out["postgresql"] = f"not measured: {exc}"
-    return out
+    return databases.on_both(tmp, "console-bench", lambda url: measure(url, count))
 
 
 def report(res: dict[str, Any]) -> None:

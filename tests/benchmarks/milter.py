@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from tests.benchmarks import messages
-from tests.benchmarks.procs import Procs, cpu_seconds, free_port, tree, wait_for_port
+from tests.benchmarks.procs import Procs, cpu_seconds, tree, wait_for_port
 from tests.postfix_lab import BASE_MASTER_CF, POSTFIX, POSTQUEUE, SHIPPED, stop_postfix
+from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 COUNT = int(os.environ.get("BENCH_MILTER_COUNT", "2000"))

@@ -18,13 +18,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _child_setup() -> None:
     # 1,000 idle sessions need more than the usual 1,024 descriptors; a service manager would
     # grant the same (LimitNOFILE=).

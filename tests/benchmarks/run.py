@@ -35,25 +35,24 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from tests.benchmarks import console as console_bench
-from tests.benchmarks import messages
+from tests.benchmarks import databases, messages
 from tests.benchmarks import milter as milter_bench
 from tests.benchmarks import scan as scan_bench
 from tests.benchmarks.procs import (
     Procs,
     cpu_seconds,
-    free_port,
     reset_peak_rss,
     status_kib,
     tree,
     wait_for_port,
 )
+from tests.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
@@ -64,7 +63,6 @@ LATENCY_SECONDS = 4.0
 LATENCY_REPS = int(os.environ.get("BENCH_LATENCY_REPS", "3"))
 CALIBRATION_COUNT = 150
 N = os.cpu_count() or 1
-PG_URL = os.environ.get("BOUNCEGW_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 #: The issue's targets: (key, text).
 TARGETS = {
@@ -450,7 +448,6 @@ def large_bounce_memory(setup: Setup) -> dict[str, Any] | str:
 
 def storage_bench(tmp: Path) -> dict[str, Any]:
     """``python -m storage.bench`` against scratch SQLite and PostgreSQL (a throwaway schema)."""
-    out: dict[str, Any] = {}
 
     def run(url: str) -> dict[str, float] | str:
         res = subprocess.run(
@@ -469,25 +466,7 @@ def storage_bench(tmp: Path) -> dict[str, Any]:
                 rates[m.group(1).replace(" rows", "")] = float(m.group(2).replace(",", ""))
         return rates
 
-    out["sqlite"] = run(f"sqlite:///{tmp / 'storage-bench.sqlite3'}")
-    try:
-        import psycopg
-        from sqlalchemy.engine import make_url
-
-        u = make_url(PG_URL)
-        dsn = f"host={u.host} port={u.port or 5432} dbname={u.database} user={u.username} connect_timeout=3"
-        schema = "bench_" + uuid.uuid4().hex[:12]
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f"CREATE SCHEMA {schema}")
-        try:
-            url = u.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(False)
-            out["postgresql"] = run(url)
-        finally:
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                conn.execute(f"DROP SCHEMA {schema} CASCADE")
-    except Exception as exc:  # unreachable server: report it, the rest of the bench still counts
-        out["postgresql"] = f"not measured: {exc}"
-    return out
+    return databases.on_both(tmp, "storage-bench", run)
 
 
 # ---------------------------------------------------------------------------------------------
