@@ -104,6 +104,20 @@ def parse(block: bytes) -> Message:
     return message
 
 
+def first_values(message: Message) -> dict[str, str]:
+    """Each field's first value by lower-cased name, in one pass over the fields.
+
+    For a block read by :func:`parse` this is what ``message.get(name)`` returns: its values are
+    ``str`` without surrogates (the block is decoded with U+FFFD for bad octets), which compat32
+    hands back unchanged. Each ``get`` scans every field, lower-casing its name: a dozen of them on
+    Exchange's 13 KB root header block cost more than this pass.
+    """
+    values: dict[str, str] = {}
+    for name, value in message.raw_items():
+        values.setdefault(name.lower(), value)
+    return values
+
+
 def plain_fields(text: str) -> list[tuple[str, str]] | None:
     """(name, value) of a block whose every line is a field or its folding; else None.
 
@@ -112,12 +126,19 @@ def plain_fields(text: str) -> list[tuple[str, str]] | None:
     """
     fields: list[tuple[str, str]] = []
     at, end = 0, len(text)
-    while at < end and not _EMPTY_LINE_RE.match(text, at):
-        match = _FIELD_RE.match(text, at)
-        if match is None:  # a folded first line, a line that is no field, an mbox "From " line
-            return None
-        fields.append((match.group(1), match.group(2)))
+    # One search for the fields back to back instead of two matches per field (a third of the
+    # cost on Exchange's 75-field root block). A field never starts at a line break, so where
+    # the next one found does not start where the last ended, the block ends there: at its
+    # empty line or its end, or at a line that is no field (then None).
+    for match in _FIELD_RE.finditer(text):
+        if match.start() != at:
+            break
+        fields.append(match.groups())  # type: ignore[arg-type]  # both groups always take part
         at = match.end()
+        if at >= end:
+            return fields
+    if at < end and not _EMPTY_LINE_RE.match(text, at):
+        return None  # a folded first line, a line that is no field, an mbox "From " line
     return fields
 
 

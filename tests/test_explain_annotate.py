@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import re
 from datetime import UTC, datetime
 from email import policy
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from gateway.bounce.report import HumanPart
 from gateway.config import ExplainSettings, load_settings
-from gateway.explain import AlreadyExplained, ExplainError, annotate, headers, validate
+from gateway.explain import AlreadyExplained, ExplainError, annotate, headers, render, splice, validate
 from tests.explain_checks import (
     assert_outside_identical,
     delivery_status_fields,
@@ -412,3 +413,51 @@ def test_boundaries_are_read_in_their_own_case() -> None:
         b"Content-Type: multipart/alternative; Boundary=In_Xy\r\n\r\n--In_Xy--\r\n--Outer-AbC--\r\n"
     )
     assert validate._boundaries(data) == {b"Outer-AbC", b"In_Xy"}
+
+
+def _spliced(cte: str) -> tuple[bytes, bytes, list[splice.Edit], list[str], dict[str, str]]:
+    """A correct splice of a sample, checked as annotate() checks it."""
+    sample = make([recipient("x@example.jp", "mailbox")], cte=cte)
+    parts = list(sample.report.human_parts)
+    rendered = render.render(sample.report, incident_ids=["01J0INCIDENT"], now=NOW, settings=BOTH)
+    edits = [splice.edit_part(sample.data, part, rendered) for part in parts]
+    markers = {"text/plain": rendered.text.split("\n", 2)[1], "text/html": 'class="bouncegw-explained"'}
+    return (
+        sample.data,
+        headers.header_line(sample.report, None, b"\r\n"),
+        edits,
+        [p.content_type for p in parts],
+        markers,
+    )
+
+
+def _corrupt(replacement: bytes, damage: str) -> bytes:
+    head, sep, body = replacement.partition(b"\r\n\r\n")
+    if damage == "header-added":  # a field other than charset/encoding changed
+        return b"X-Added: 1\r\n" + replacement
+    if damage == "type-changed":
+        return re.sub(rb"text/(plain|html)", b"application/octet-stream", replacement, count=1)
+    if damage == "block-dropped":  # the encoded body without the block: the original's body
+        return head + sep + b"plain text only\r\n"
+    if damage == "body-undecodable":  # a charset the body does not decode in
+        return head.replace(b"charset=", b"charset=x-no-such-charset; was=", 1) + sep + body
+    assert damage == "delimiter-added"
+    return head + sep + b"--rpt-b1c2d3\r\n" + body
+
+
+@pytest.mark.parametrize("cte", ["7bit", "quoted-printable", "base64"])
+@pytest.mark.parametrize(
+    "damage", ["header-added", "type-changed", "block-dropped", "body-undecodable", "delimiter-added"]
+)
+def test_validation_fails_on_a_corrupted_splice(cte: str, damage: str) -> None:
+    data, prefix, edits, types, markers = _spliced(cte)
+    output = splice.apply(data, edits, prefix=prefix)
+    validate.check_bytes(data, output, prefix, edits)
+    validate.check_structure(data, output, prefix, edits, types=types, markers=markers)  # the good one passes
+    first = edits[0]
+    broken = [splice.Edit(first.start, first.end, _corrupt(first.replacement, damage)), *edits[1:]]
+    assert broken[0].replacement != first.replacement
+    output = splice.apply(data, broken, prefix=prefix)
+    validate.check_bytes(data, output, prefix, broken)  # in the edited range only: the bytes check passes
+    with pytest.raises(validate.ValidationFailed):
+        validate.check_structure(data, output, prefix, broken, types=types, markers=markers)

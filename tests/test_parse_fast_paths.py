@@ -27,6 +27,7 @@ import email.policy
 import functools
 import re
 import warnings
+from email.header import decode_header, make_header
 from email.message import Message
 
 import pytest
@@ -309,6 +310,45 @@ def test_plain_field_reader_matches_the_stdlib_on_the_corpus() -> None:
             assert fields == stdlib_fields(block), name
             assert list(header_block.parse(block).items()) == fields
     assert read > 10 * declined, (read, declined)
+
+
+def test_first_values_are_the_stdlibs_get_on_the_corpus() -> None:
+    checked = 0
+    for name, data, _ in corpus_reports():
+        for block in header_blocks(data):
+            stdlib = email.parser.HeaderParser(policy=email.policy.compat32).parsestr(
+                block.decode("utf-8", "replace")
+            )
+            values = header_block.first_values(header_block.parse(block))
+            assert set(values) == {k.lower() for k in stdlib}, name
+            for field in stdlib:
+                assert values[field.lower()] == stdlib.get(field), (name, field)
+                checked += 1
+    assert checked > 1000, checked
+
+
+def returned_subject(subject: str) -> str | None:
+    """The returned message's Subject as the entry point reports it."""
+    data = (
+        "From: MAILER-DAEMON@example.org\r\nSubject: Undelivered Mail\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nDelivery failed.\r\n"
+        "--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.org\r\n\r\n"
+        "Final-Recipient: rfc822; a@example.jp\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+        f"--b\r\nContent-Type: text/rfc822-headers\r\n\r\nFrom: b@example.org\r\nSubject: {subject}\r\n\r\n"
+        "--b--\r\n"
+    ).encode()
+    original = parse(data).original
+    return original.subject if original is not None else None
+
+
+@given(
+    subject=st.text(st.characters(blacklist_categories=("Cs", "Cc")) | st.sampled_from("=?_ \t"), max_size=30)
+)
+def test_header_values_without_encoded_words_are_the_stdlibs(subject: str) -> None:
+    subject = subject.replace("\r", "").replace("\n", "")
+    stdlib = " ".join(str(make_header(decode_header(subject.strip(" \t")))).split()) or None
+    assert returned_subject(subject) == stdlib
 
 
 @pytest.mark.parametrize(

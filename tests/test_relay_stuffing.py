@@ -3,6 +3,8 @@ stuffing the whole message at once, for any message and any piece size."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -47,7 +49,16 @@ def test_a_piece_without_a_dot_line_is_a_view_not_a_copy() -> None:
         (b"", b"\r\n.\r\n"),
         (b"a\nb\r\n", None),
         (b"a\rb\r\n", None),
+        (b"\r\r\n\n", None),  # two CR, two LF, one CRLF
+        (b"a\n\rb", None),
+        (b"a\rb\nc", None),
     ],
 )
 def test_data_end(message: bytes, end: bytes | None) -> None:
     assert relay._data_end(message) == end
+
+
+@given(st.lists(st.sampled_from([b"a", b".", b"\r", b"\n", b"\r\n"]), max_size=30).map(b"".join))
+def test_data_end_finds_any_lone_cr_or_lf(message: bytes) -> None:
+    crlf_only = re.search(rb"\r(?!\n)|(?<!\r)\n", message) is None
+    assert (relay._data_end(message) is not None) == crlf_only

@@ -8,10 +8,12 @@ import email
 import email.policy
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from gateway.bounce.report import HumanPart
 from gateway.explain.render import Rendered
-from gateway.explain.splice import SpliceError, apply, edit_part, line_ending
+from gateway.explain.splice import SpliceError, apply, edit_part, line_ending, qp_of_pieces
 
 BLOCK = Rendered(text="NOTICE: the recipient only accepts authenticated senders.\n", html="<p>NOTICE</p>")
 JAPANESE = Rendered(text="送信者の認証が必要です。\n", html="<p>送信者の認証が必要です。</p>")
@@ -176,3 +178,42 @@ def test_apply_puts_the_prefix_first_and_refuses_overlaps() -> None:
     assert apply(data, []) == data
     with pytest.raises(SpliceError, match="overlap"):
         apply(data, [edit, edit])
+
+
+# Characters that decide quoted-printable's output: whitespace and "." at line ends, "=", 8-bit
+# text, NUL, runs long enough for soft breaks, line breaks of both kinds.
+_QP_ATOMS = st.sampled_from(
+    ["a", " ", "\t", ".", "=", "あ", "é", "\x00", "x" * 70, "<body>", "\r\n", "\n", "\r"]
+)
+_QP_TEXT = st.lists(_QP_ATOMS, max_size=12).map("".join)
+
+
+@given(
+    newline=st.sampled_from(["\r\n", "\n"]),
+    before=_QP_TEXT,
+    block=st.lists(_QP_TEXT.map(lambda t: t.replace("\r", "").replace("\n", "")), max_size=5),
+    after=_QP_TEXT,
+    ends_line=st.booleans(),
+)
+# Soft breaks in text after the block without a break of its own; in the text before it; a
+# trailing space and a lone "." at the end of the text and of a line; a line exactly 76 long.
+@example(newline="\r\n", before="", block=["a"], after="x" * 80, ends_line=False)
+@example(newline="\r\n", before="y" * 80, block=[], after="", ends_line=True)
+@example(newline="\n", before="", block=["a ", "."], after="b .", ends_line=False)
+@example(newline="\r\n", before="", block=["x" * 76], after="\r\n.", ends_line=False)
+def test_quoted_printable_of_pieces_is_b2a_qp_of_the_whole(
+    newline: str, before: str, block: list[str], after: str, ends_line: bool
+) -> None:
+    if ends_line:  # as the caller cuts it: the block starts a line
+        before += newline
+    block_text = "".join(line + "\n" for line in block)
+    pieces = (before, block_text, after)
+    encoded = qp_of_pieces(pieces, newline)
+    whole = (before + block_text.replace("\n", newline) + after).encode("utf-8")
+    if encoded is not None:  # None: line breaks other than ``newline`` (the caller encodes the whole)
+        assert encoded == binascii.b2a_qp(whole, quotetabs=False, istext=True, header=False)
+    uniform = all(
+        t.count("\r") == t.count("\n") == t.count("\r\n") if newline == "\r\n" else "\r" not in t
+        for t in (before, after)
+    )
+    assert (encoded is not None) == (uniform and (before == "" or before.endswith("\n")))

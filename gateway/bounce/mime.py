@@ -302,18 +302,45 @@ def _boundary_tree(
     return top
 
 
+@functools.lru_cache(maxsize=1024)
+def content_type(value: str | None) -> tuple[str, tuple[tuple[str, str | tuple[str, str, str]], ...]]:
+    """``Message.get_content_type()`` and ``get_params()`` for a part whose Content-Type is ``value``.
+
+    Both read only the first Content-Type field (compat32 hands its value back unchanged: the
+    header blocks read here hold no surrogates), so the standard library computes them once
+    per distinct value. Its parameter parser was about a third of building the tree (50 us of
+    230 us for the minimal family DSN): leaf parts' values (``text/plain; charset="utf-8"``)
+    recur from bounce to bounce, multiparts' boundaries mostly do not.
+    """
+    entity = Message()
+    if value is not None:
+        entity.set_raw("Content-Type", value)
+    return entity.get_content_type(), tuple(entity.get_params() or ())
+
+
 def _boundary_node(headers: Message, hs: int, bs: int, end: int, *, strict: bool) -> Node | None:
     """One part from its header block (children are added by the caller)."""
-    raw_ctype = headers.get("Content-Type")
+    # One pass over the fields (each Message.get scans them all, lower-casing every name).
+    ctypes: list[str] = []
+    raw_cte: str | None = None
+    for name, value in headers.raw_items():
+        lowered = name.lower()
+        if lowered == "content-type":
+            ctypes.append(value)
+        elif lowered == "content-transfer-encoding" and raw_cte is None:
+            raw_cte = value
+    raw_ctype = ctypes[0] if ctypes else None
     if strict:
-        if len(headers.get_all("Content-Type", [])) > 1:
+        if len(ctypes) > 1:
             return None
-        if raw_ctype is not None and not _PLAIN_CTYPE_RE.match(str(raw_ctype)):
+        if raw_ctype is not None and not _PLAIN_CTYPE_RE.match(raw_ctype):
             return None
+    ctype, all_params = content_type(raw_ctype)
+    params: list[tuple[str, str | tuple[str, str, str]]]
     if raw_ctype is None:
-        params = _IMPLICIT_PARAMS  # RFC 2045 §5.2, as flanker spells it
+        params = list(_IMPLICIT_PARAMS)  # RFC 2045 §5.2, as flanker spells it
     else:
-        params = [(name, value) for name, value in (headers.get_params() or [])[1:] if name]
+        params = [(name, value) for name, value in all_params[1:] if name]
         plain = all(_PARAM_NAME_RE.fullmatch(name) and isinstance(value, str) for name, value in params)
         if strict and not plain:
             # RFC 2231 parameters (the stdlib returns them as tuples) flanker decodes its own
@@ -322,9 +349,9 @@ def _boundary_node(headers: Message, hs: int, bs: int, end: int, *, strict: bool
         if not plain:
             params = [(name, email.utils.collapse_rfc2231_value(value)) for name, value in params]
     return Node(
-        ctype=headers.get_content_type().lower(),
+        ctype=ctype.lower(),
         params={name.lower(): str(value) for name, value in params},
-        cte=str(headers.get("Content-Transfer-Encoding", "7bit")).strip().lower(),
+        cte=(raw_cte if raw_cte is not None else "7bit").strip().lower(),
         headers_start=hs,
         body_start=bs,
         body_end=max(end, bs),

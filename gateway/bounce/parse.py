@@ -60,6 +60,11 @@ def _decoded(value: object) -> str | None:
     if value is None:
         return None
     text = str(value)
+    if "=?" not in text:
+        # No RFC 2047 encoded word can start (every one opens with "=?"): decode_header returns
+        # the text as one unencoded chunk, which make_header and str() give back unchanged; the
+        # round trip cost about 3 us per field, eight fields per bounce.
+        return " ".join(text.split()) or None
     try:
         text = str(make_header(decode_header(text)))
     except Exception:  # a broken encoded-word keeps its raw text
@@ -124,16 +129,16 @@ def _original(src: mime.Source, node: mime.Node) -> OriginalMessage | None:
     if not body:
         return None
     hdr_end, _ = header_block.split(body)
-    headers = header_block.parse(body[:hdr_end])
-    if not any(headers.get(h) for h in ("Message-ID", "From", "Subject", "Date")):
+    headers = header_block.first_values(header_block.parse(body[:hdr_end]))
+    if not any(headers.get(h) for h in ("message-id", "from", "subject", "date")):
         return None
     return OriginalMessage(
-        message_id=_decoded(headers.get("Message-ID")),
-        sender=_decoded(headers.get("From")),
-        subject=_decoded(headers.get("Subject")),
-        date=_decoded(headers.get("Date")),
-        content_language=_decoded(headers.get("Content-Language")),
-        charset=_original_charset(headers.get("Content-Type"), headers.get("Subject"), headers.get("From")),
+        message_id=_decoded(headers.get("message-id")),
+        sender=_decoded(headers.get("from")),
+        subject=_decoded(headers.get("subject")),
+        date=_decoded(headers.get("date")),
+        content_language=_decoded(headers.get("content-language")),
+        charset=_original_charset(headers.get("content-type"), headers.get("subject"), headers.get("from")),
     )
 
 
@@ -202,23 +207,24 @@ class _Sender:
     forwarded: bool
 
 
-def _sender(root: Message, envelope_sender: str | None) -> _Sender:
-    subject = _decoded(root.get("Subject")) or ""
-    sender = " ".join(str(root.get(h, "")) for h in ("From", "Sender"))
+def _sender(root: dict[str, str], envelope_sender: str | None) -> _Sender:
+    """``root``: the root header block's fields (:func:`gateway.header_block.first_values`)."""
+    subject = _decoded(root.get("subject")) or ""
+    sender = " ".join(str(root.get(h, "")) for h in ("from", "sender"))
     daemon = signs.is_daemon(sender)
-    return_path = str(root.get("Return-Path", "")).strip()
+    return_path = str(root.get("return-path", "")).strip()
     # The null reverse-path: from the envelope when known, else from Return-Path (written at
     # delivery). A non-null Return-Path wins over a null envelope: a stored message re-sent.
-    header_null = return_path in ("<>", "") and root.get("Return-Path") is not None
+    header_null = return_path in ("<>", "") and root.get("return-path") is not None
     if envelope_sender is not None:
-        null_sender = envelope_sender == "" and (root.get("Return-Path") is None or header_null)
+        null_sender = envelope_sender == "" and (root.get("return-path") is None or header_null)
     else:
         null_sender = header_null
     # Exim marks its own bounces "Auto-Submitted: auto-replied", so the header alone
     # does not make a vacation reply (RFC 3834 §5).
-    auto_reply = not (daemon or root.get("X-Failed-Recipients") is not None) and (
+    auto_reply = not (daemon or root.get("x-failed-recipients") is not None) and (
         bool(signs.AUTO_REPLY_SUBJECT_RE.search(subject))
-        or str(root.get("Auto-Submitted", "")).lower().startswith("auto-replied")
+        or str(root.get("auto-submitted", "")).lower().startswith("auto-replied")
     )
     forwarded = bool(signs.FORWARD_RE.match(subject)) and not null_sender and not daemon
     return _Sender(subject, sender, null_sender, daemon, auto_reply, forwarded)
@@ -229,10 +235,13 @@ def _read(data: bytes, max_depth: int, envelope_sender: str | None, enclosed_lef
     src = mime.Source(data)
     hdr_end, _ = header_block.split(data)
     root = header_block.parse(data[:hdr_end])
+    root_fields = header_block.first_values(root)
     report = BounceReport(
-        is_bounce=False, message_id=_decoded(root.get("Message-ID")), date=_decoded(root.get("Date"))
+        is_bounce=False,
+        message_id=_decoded(root_fields.get("message-id")),
+        date=_decoded(root_fields.get("date")),
     )
-    report.already_explained = root.get(EXPLAINED_HEADER) is not None
+    report.already_explained = EXPLAINED_HEADER.lower() in root_fields
 
     tree = mime.build_tree(src, root, max_depth)
     report.nesting_capped = src.capped
@@ -252,7 +261,7 @@ def _read(data: bytes, max_depth: int, envelope_sender: str | None, enclosed_lef
         None,
     )
 
-    who = _sender(root, envelope_sender)
+    who = _sender(root_fields, envelope_sender)
     text = "\n".join(t for _, t in texts)
     enclosed: Parsed | None = None
     if report.format is not None:

@@ -22,6 +22,7 @@ annotation):
 
 from __future__ import annotations
 
+import functools
 import re
 from email.message import Message
 
@@ -110,11 +111,31 @@ def _has_delimiter(span: bytes, boundaries: set[bytes]) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=256)
+def _type_and_charset(content_type: str | None) -> tuple[str, str | None]:
+    """What the stdlib reads from a Content-Type value: the type, and the charset parameter.
+
+    Its parameter parser is most of what reading an edited part costs (about 20 us of the 40 us
+    per part, measured on the minimal family DSN), and a human part's Content-Type is one of a few
+    values per sending MTA, so each distinct value is read once by the stdlib itself.
+    """
+    entity = Message()
+    if content_type is not None:
+        entity["Content-Type"] = content_type
+    return entity.get_content_type(), entity.get_content_charset()
+
+
+def _content_type(part: Message) -> str:
+    value = part.get("Content-Type")
+    return _type_and_charset(None if value is None else str(value))[0]
+
+
 def _decoded_text(part: Message) -> str:
     raw = part.get_payload(decode=True)
     if not isinstance(raw, bytes):
         raise ValidationFailed("edited part has no decodable body")
-    charset = part.get_content_charset() or "us-ascii"
+    value = part.get("Content-Type")
+    charset = _type_and_charset(None if value is None else str(value))[1] or "us-ascii"
     try:
         return raw.decode(charset)
     except (LookupError, UnicodeDecodeError) as exc:
@@ -155,16 +176,24 @@ def check_structure(
         before = original[edit.start : edit.end]
         if _has_delimiter(before, boundaries) or _has_delimiter(edit.replacement, boundaries):
             raise ValidationFailed(f"edit {index} spans or adds a boundary delimiter")
-        old, new = _parse(before), _parse(edit.replacement)
-        if old.get_content_maintype() == "multipart" or new.get_content_maintype() == "multipart":
+        new = _parse(edit.replacement)
+        new_type = _content_type(new)
+        if new_type.startswith("multipart/"):
             raise ValidationFailed(f"edit {index} is not a single part")
-        if not old.get_content_type() == new.get_content_type() == content_type:
+        if new_type != content_type:
             raise ValidationFailed(f"edit {index}: not the {content_type} part the parser found")
         if content_type not in markers:
             raise ValidationFailed(f"edit {index} ({content_type}) is not a human part")
-        untouched_old = [(k.lower(), v) for k, v in old.items() if k.lower() not in _EDITABLE]
-        untouched_new = [(k.lower(), v) for k, v in new.items() if k.lower() not in _EDITABLE]
-        if untouched_old != untouched_new:
-            raise ValidationFailed(f"edit {index}: headers other than charset/encoding changed")
+        # Usually the edit keeps the part's header block byte for byte: then the old part has the
+        # same fields, and reading them once more (a third of this check's cost) proves nothing.
+        end = header_block.split(before)[1]
+        if not edit.replacement.startswith(before[:end]) or header_block.split(edit.replacement)[1] != end:
+            old = _parse(before)
+            if _content_type(old) != content_type:
+                raise ValidationFailed(f"edit {index}: not the {content_type} part the parser found")
+            untouched_old = [(k.lower(), v) for k, v in old.items() if k.lower() not in _EDITABLE]
+            untouched_new = [(k.lower(), v) for k, v in new.items() if k.lower() not in _EDITABLE]
+            if untouched_old != untouched_new:
+                raise ValidationFailed(f"edit {index}: headers other than charset/encoding changed")
         if markers[content_type] not in _decoded_text(new):
             raise ValidationFailed(f"edit {index}: the block is not in the decoded text")
