@@ -67,7 +67,7 @@ N = os.cpu_count() or 1
 #: The issue's targets: (key, text).
 TARGETS = {
     "ordinary_1w": "ordinary mail, 1 worker >= 90% of bare relay (1 process)",
-    "family_1w": "100% family DSNs (Exchange Online-sized), 1 worker >= 50% of bare relay (1 process)",
+    "family_1w": "100% family DSNs, 1 worker: minimal >= 50%, Exchange-sized >= 80% of bare relay (1 proc.)",
     "scaling": f"bouncegw {N}w/1w >= bare relay {N}p/1p (ordinary mail)",
     "latency": "added p99 latency <= 5 ms over bare relay (1 process) at half its capacity (ordinary 5 KB)",
 }
@@ -528,10 +528,10 @@ def evaluate(res: dict[str, Any], setups: dict[str, Setup]) -> dict[str, dict[st
     vals = {m: ratio(rate("gw-1", m), rate("bare-1", m)) for m in ORDINARY}
     targets["ordinary_1w"] = {"values": vals, "met": all(v is not None and v >= 0.90 for v in vals.values())}
     fam = {m: ratio(rate("gw-1", m), rate("bare-1", m)) for m in ("family-exo", "family-100")}
+    goals = {"family-100": 0.50, "family-exo": 0.80}
     targets["family_1w"] = {
         "values": fam,
-        "met": fam["family-exo"] is not None and fam["family-exo"] >= 0.50,
-        "note": "judged on the Exchange Online-sized NDR; the minimal 5 KB DSN is shown for comparison",
+        "met": all(fam[m] is not None and fam[m] >= goal for m, goal in goals.items()),
     }
     if "gw-N" in setups and not setups["gw-N"].unavailable and "bare-N" in setups:
         sc = {
