@@ -132,7 +132,7 @@ class Gateway:
             self.repository,
             api_token=token.get_secret_value() if token else None,
             routers=[
-                health_router(self.readiness),
+                health_router(self.readiness.checks),
                 metrics_router(self.readiness.refresh_gauges),
                 console_router(
                     self.repository,

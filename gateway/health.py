@@ -18,7 +18,7 @@ and nothing here reveals an address or a message.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,23 @@ PROBE_WAIT = 0.25
 class Check:
     ok: bool
     detail: str
+
+
+def storage_check(recorder: Recorder) -> Check:
+    """Incidents can be made durable: the database is writable, or the journal has room."""
+    if recorder.db_available:
+        return Check(True, "database writable")
+    if recorder.can_accept():
+        return Check(True, "database unavailable; journaling")
+    return Check(False, "database unavailable and the journal is full")
+
+
+def refresh_storage_gauges(recorder: Recorder) -> None:
+    """Copy the recorder's state into the gauges that mirror it."""
+    metrics.DB_AVAILABLE.set(1 if recorder.db_available else 0)
+    metrics.JOURNAL_BACKLOG.set(recorder.journal_backlog)
+    metrics.JOURNAL_BYTES.set(recorder.journal_bytes)
+    metrics.JOURNAL_CAPACITY.set(recorder.journal_max_bytes)
 
 
 class NextHopCheck:
@@ -94,27 +111,22 @@ class Readiness:
             return Check(True, f"serving on port {self.smtp.port}")
         return Check(False, "SMTP listener not bound (starting or shutting down)")
 
-    def storage(self) -> Check:
-        if self.recorder.db_available:
-            return Check(True, "database writable")
-        if self.recorder.can_accept():
-            return Check(True, "database unavailable; journaling")
-        return Check(False, "database unavailable and the journal is full")
-
     async def checks(self) -> dict[str, Check]:
         next_hop = await self.next_hop.check()
-        return {"listener": self.listener(), "storage": self.storage(), "next_hop": next_hop}
+        return {"listener": self.listener(), "storage": storage_check(self.recorder), "next_hop": next_hop}
 
     def refresh_gauges(self) -> None:
         """Copy state into the gauges that mirror it (called at scrape time and periodically)."""
-        metrics.DB_AVAILABLE.set(1 if self.recorder.db_available else 0)
-        metrics.JOURNAL_BACKLOG.set(self.recorder.journal_backlog)
-        metrics.JOURNAL_BYTES.set(self.recorder.journal_bytes)
-        metrics.JOURNAL_CAPACITY.set(self.recorder.journal_max_bytes)
+        refresh_storage_gauges(self.recorder)
         metrics.NEXT_HOP_UP.set(0 if self.next_hop.failing() else 1)
 
 
-def health_router(readiness: Readiness) -> APIRouter:
+def health_router(
+    checks: Callable[[], Awaitable[dict[str, Check]]],
+    *,
+    summary: str = "Readiness: listener bound, incidents storable, next hop reachable",
+) -> APIRouter:
+    """``/healthz`` and ``/readyz`` over a listener's readiness ``checks`` (relay or milter)."""
     router = APIRouter(tags=["health"])
 
     @router.get("/healthz", summary="Liveness: the process answers")
@@ -123,16 +135,16 @@ def health_router(readiness: Readiness) -> APIRouter:
 
     @router.get(
         "/readyz",
-        summary="Readiness: listener bound, incidents storable, next hop reachable",
+        summary=summary,
         responses={503: {"description": "At least one check failed; see `failed`"}},
     )
     async def readyz() -> JSONResponse:
-        checks = await readiness.checks()
-        failed = [name for name, check in checks.items() if not check.ok]
+        results = await checks()
+        failed = [name for name, check in results.items() if not check.ok]
         body: dict[str, Any] = {
             "status": "not ready" if failed else "ready",
             "failed": failed,
-            "checks": {name: {"ok": c.ok, "detail": c.detail} for name, c in checks.items()},
+            "checks": {name: {"ok": c.ok, "detail": c.detail} for name, c in results.items()},
         }
         return JSONResponse(body, status_code=503 if failed else 200)
 

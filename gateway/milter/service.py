@@ -17,16 +17,11 @@ import signal
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
-
-from gateway import metrics
 from gateway.admin import AdminServer, create_admin_app
 from gateway.app import JOURNAL_DRAIN_MIN, build_recorder
 from gateway.config import Settings, parse_host_port
-from gateway.health import metrics_router
+from gateway.health import Check, health_router, metrics_router, refresh_storage_gauges, storage_check
 from gateway.milter.session import Session
 from gateway.pipeline import Pipeline
 from gateway.startup import FatalError, describe
@@ -149,48 +144,19 @@ class MilterService:
         app = create_admin_app(
             self.repository,
             api_token=token.get_secret_value() if token else None,
-            routers=[self._health_router(), metrics_router(self._refresh_gauges)],
+            routers=[
+                health_router(self.checks, summary="Readiness: milter listener bound, incidents storable"),
+                metrics_router(lambda: refresh_storage_gauges(self.recorder)),
+            ],
         )
         self.http = AdminServer(app, self.settings.admin.http)
         await self.http.start()
 
-    def _refresh_gauges(self) -> None:
-        metrics.DB_AVAILABLE.set(1 if self.recorder.db_available else 0)
-        metrics.JOURNAL_BACKLOG.set(self.recorder.journal_backlog)
-        metrics.JOURNAL_BYTES.set(self.recorder.journal_bytes)
-        metrics.JOURNAL_CAPACITY.set(self.recorder.journal_max_bytes)
-
-    def checks(self) -> dict[str, tuple[bool, str]]:
+    async def checks(self) -> dict[str, Check]:
         """/readyz: the milter socket serves, and incidents can be made durable."""
         serving = self.server is not None and self.server.is_serving()
-        listener = (serving, f"serving on {self.address}" if serving else "milter listener not bound")
-        if self.recorder.db_available:
-            storage = (True, "database writable")
-        elif self.recorder.can_accept():
-            storage = (True, "database unavailable; journaling")
-        else:
-            storage = (False, "database unavailable and the journal is full")
-        return {"listener": listener, "storage": storage}
-
-    def _health_router(self) -> APIRouter:
-        router = APIRouter(tags=["health"])
-
-        @router.get("/healthz", summary="Liveness: the process answers")
-        async def healthz() -> dict[str, str]:
-            return {"status": "alive"}
-
-        @router.get("/readyz", summary="Readiness: milter listener bound, incidents storable")
-        async def readyz() -> JSONResponse:
-            checks = self.checks()
-            failed = [name for name, (ok, _) in checks.items() if not ok]
-            body: dict[str, Any] = {
-                "status": "not ready" if failed else "ready",
-                "failed": failed,
-                "checks": {name: {"ok": ok, "detail": detail} for name, (ok, detail) in checks.items()},
-            }
-            return JSONResponse(body, status_code=503 if failed else 200)
-
-        return router
+        listener = Check(serving, f"serving on {self.address}" if serving else "milter listener not bound")
+        return {"listener": listener, "storage": storage_check(self.recorder)}
 
     async def stop(self) -> None:
         grace = self.settings.listener.grace_period
