@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from storage.incidents import IncidentRecord, domain_of, fingerprint, new_incident_id
+from storage.repository import IncidentFilter, Repository
 
 #: What the family's records carry (a 5.7.133 "sender not authenticated for group" bounce).
 STATUS = "5.7.133"
@@ -65,3 +66,12 @@ def records_for(
                 )
             )
     return out
+
+
+def count_incidents(url: str) -> int:
+    """How many incidents the database at ``url`` holds (a connection of its own, closed after)."""
+    repo = Repository.from_url(url)
+    try:
+        return repo.count(IncidentFilter())
+    finally:
+        repo.close()

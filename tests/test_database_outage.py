@@ -30,20 +30,12 @@ from tests.outage import explained_ids, most_attempts, postgres_proxy, through
 from tests.positives import POSITIVES
 from tests.processes import free_port, wait_until
 from tests.recording_server import RecordingServer
-from tests.storage_builders import records_for
+from tests.storage_builders import count_incidents, records_for
 from tests.tcp_proxy import TcpProxy
 
 pytest_plugins = ["tests.storage_fixtures"]
 
 FIRST, CAP = 0.1, 0.4
-
-
-def count(url: str) -> int:
-    repo = Repository.from_url(url)
-    try:
-        return repo.count(IncidentFilter())
-    finally:
-        repo.close()
 
 
 @pytest.fixture
@@ -85,7 +77,7 @@ async def test_outage_attempts_follow_the_backoff(
     bound = 1 + most_attempts(outage, FIRST, CAP)
     print(f"outage {outage:.1f}s: {attempts} connection attempts (bound {bound})")
     assert 2 <= attempts <= bound
-    assert counts.journaled == 20 and count(pg_schema_url) == 30
+    assert counts.journaled == 20 and count_incidents(pg_schema_url) == 30
 
 
 @pytest.mark.postgres
@@ -120,7 +112,7 @@ async def test_gateway_starts_without_the_database_and_catches_up(
         await wait_until(
             lambda: app.recorder.db_available and app.recorder.journal_backlog == 0, "the journal replay"
         )
-        assert await asyncio.to_thread(count, pg_schema_url) == expected
+        assert await asyncio.to_thread(count_incidents, pg_schema_url) == expected
         for received in hop.messages:
             for incident_id in explained_ids(received.data):
                 assert (await client.get(f"/api/v1/incidents/{incident_id}")).status_code == 200
@@ -176,7 +168,7 @@ async def test_stop_drains_the_journal_or_says_what_is_left(
     await rec.submit(records[6:])
     asyncio.get_running_loop().call_later(0.3, proxy.restore)  # back during the grace period
     await rec.stop(10.0)
-    assert rec.journal_backlog == 0 and count(pg_schema_url) == 12
+    assert rec.journal_backlog == 0 and count_incidents(pg_schema_url) == 12
     assert metrics.JOURNAL_LEFT_AT_STOP._value.get() == 0  # type: ignore[attr-defined]
 
 
@@ -199,7 +191,7 @@ def test_replay_journal_writes_a_gone_replicas_journal_once(tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("journalled incidents") == 1  # the replayed journal is gone
     assert "incidents.w1.jsonl: 2 journalled incidents, 2 new" in done.stdout
-    assert count(url) == 7
+    assert count_incidents(url) == 7
 
 
 async def test_a_repeated_bounce_names_the_incident_that_exists(

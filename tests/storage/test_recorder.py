@@ -14,23 +14,14 @@ import pytest
 from storage.db import upgrade
 from storage.journal import LINE_FLOOR, Journal
 from storage.recorder import Recorder, StorageUnavailable, Tally
-from storage.repository import IncidentFilter, Repository
 from tests.processes import wait_until
-from tests.storage_builders import records_for
+from tests.storage_builders import count_incidents, records_for
 
 if TYPE_CHECKING:
     from storage.incidents import IncidentRecord
     from tests.storage_fixtures import ThrowawayPostgres
 
 pytest_plugins = ["tests.storage_fixtures"]
-
-
-def count(url: str) -> int:
-    repo = Repository.from_url(url)
-    try:
-        return repo.count(IncidentFilter())
-    finally:
-        repo.close()
 
 
 def tally(rec: Recorder) -> Tally:
@@ -49,10 +40,10 @@ async def test_concurrent_submits_are_durable_once(migrated_url: str, tmp_path: 
     await rec.start()
     records = records_for(60)
     await asyncio.gather(*(rec.submit([r]) for r in records))
-    assert count(migrated_url) == 60  # visible as soon as submit returned
+    assert count_incidents(migrated_url) == 60  # visible as soon as submit returned
     await rec.submit(records[:10])  # a retry of the same bounces
     await rec.stop()
-    assert count(migrated_url) == 60
+    assert count_incidents(migrated_url) == 60
     assert tally(rec).stored == 60 and tally(rec).journaled == 0 and tally(rec).db_errors == 0
 
 
@@ -71,7 +62,7 @@ async def test_locked_sqlite_uses_the_journal_and_drains_exactly_once(tmp_path: 
     locker.close()
     await wait_until(lambda: rec.journal_backlog == 0 and rec.db_available, "the journal to drain")
     await rec.stop()
-    assert count(url) == 40
+    assert count_incidents(url) == 40
     # The first batch's write timed out but may still have committed once the lock went: its
     # journalled copy is then skipped by the unique fingerprint.
     assert 32 <= tally(rec).replayed <= 40
@@ -96,7 +87,7 @@ async def test_full_journal_with_database_down_refuses(tmp_path: Path) -> None:
     locker.close()
     await wait_until(lambda: rec.journal_backlog == 0, "the journal to drain")
     await rec.stop()
-    assert count(url) == accepted
+    assert count_incidents(url) == accepted
 
 
 async def test_journal_survives_a_restart_and_a_repeated_replay(tmp_path: Path) -> None:
@@ -123,7 +114,7 @@ async def test_journal_survives_a_restart_and_a_repeated_replay(tmp_path: Path) 
     # makes that harmless): so "replayed" is not always 15, but the journal is emptied.
     assert second.journal_backlog == 0 and tally(second).replayed <= 15
     await second.stop()
-    assert count(url) == 15
+    assert count_incidents(url) == 15
 
     # A crash after the inserts but before the journal was deleted: the replay repeats harmlessly.
     shutil.copy(kept, journal.with_name("incidents.jsonl.replaying"))
@@ -133,7 +124,7 @@ async def test_journal_survives_a_restart_and_a_repeated_replay(tmp_path: Path) 
     await third.start()
     assert third.journal_backlog == 0 and tally(third).replayed == 0
     await third.stop()
-    assert count(url) == 15
+    assert count_incidents(url) == 15
 
 
 async def test_journals_of_workers_that_are_gone_are_adopted(tmp_path: Path) -> None:
@@ -163,7 +154,7 @@ async def test_journals_of_workers_that_are_gone_are_adopted(tmp_path: Path) -> 
     single = recorder(url, tmp_path)  # journal_path incidents.jsonl: the w0/w1 files are siblings
     await single.start()
     await single.stop()
-    assert count(url) == 10
+    assert count_incidents(url) == 10
     # (a worker's database thread may still commit its batch late; the journal copy is then a no-op)
     assert [p.name for p in journals.iterdir() if not p.name.endswith(".lock")] == []
 
@@ -187,7 +178,7 @@ async def test_a_worker_leaves_the_journals_of_its_live_siblings_alone(tmp_path:
     worker0 = Recorder(url, journals / "incidents.w0.jsonl", db_timeout=0.5, retry_interval=60, workers=2)
     await worker0.start()
     await worker0.stop()
-    assert count(url) == 5  # worker 2 is gone: its journal is adopted
+    assert count_incidents(url) == 5  # worker 2 is gone: its journal is adopted
     assert not (journals / "incidents.w2.jsonl").exists()
     # Worker 1's journal is untouched (it replays it itself) and free for worker 1 to open.
     assert len(Journal.read(journals / "incidents.w1.jsonl")) == 3
@@ -206,7 +197,7 @@ async def test_a_journal_left_mid_replay_is_adopted(tmp_path: Path) -> None:
     single = recorder(url, tmp_path)
     await single.start()
     await single.stop()
-    assert count(url) == 4
+    assert count_incidents(url) == 4
     assert not (journals / "incidents.w3.jsonl.replaying").exists()
 
 
@@ -262,5 +253,5 @@ async def test_postgres_stopped_mid_run(throwaway_postgres: ThrowawayPostgres, t
     await wait_until(lambda: rec.journal_backlog == 0 and rec.db_available, "the journal to drain")
     await rec.submit(records[50:])  # stored directly again (retries: nothing new)
     await rec.stop()
-    assert await asyncio.to_thread(count, url) == 60
+    assert await asyncio.to_thread(count_incidents, url) == 60
     assert tally(rec).replayed == 40
