@@ -35,7 +35,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway import header_block
-from gateway.bounce import mime
+from gateway.bounce import classify, mime
+from gateway.bounce.family import FAMILY
 from gateway.bounce.parse import ParseError, parse
 from gateway.bounce.report import FORMAT_RFC3464, BounceReport
 from tests.corpus_table import CORPUS, require_corpus, samples
@@ -366,6 +367,64 @@ def test_header_values_without_encoded_words_are_the_stdlibs(subject: str) -> No
 )
 def test_parse_headers_reads_like_the_stdlib(block: bytes) -> None:
     assert list(header_block.parse(block).items()) == stdlib_fields(block)
+
+
+# -- Microsoft evidence: searches started where a match can first start -----------------------------
+
+_EVIDENCE_PIECES = [
+    " ",
+    "\n",
+    "x",
+    ".",
+    "RESOLVER.",
+    "resolver.RST.",
+    "Resolver.ab.Cd",
+    "Microsoft SMTP Server",
+]
+_EVIDENCE_PIECES += [
+    "microsoft smtp",
+    "Exchange Online",
+    "office 365",
+    "UnifiedGroupAgent",
+    "\u00e9",
+    "\u212a",
+]
+
+
+def evidence_patterns() -> list[tuple[re.Pattern[str], tuple[str, ...]]]:
+    """Every (pattern, the words its matches start with) the classifier searches notice text with."""
+    assert FAMILY.evidence_re is not None and FAMILY.evidence_words
+    patterns = [
+        (classify.MICROSOFT_TOKEN_RE, classify._TOKEN_WORDS),
+        (FAMILY.evidence_re, FAMILY.evidence_words),
+    ]
+    return patterns + [(pattern, phrases) for _, phrases, pattern in classify.MICROSOFT_TEXT_PATTERNS]
+
+
+@given(text=st.lists(st.sampled_from(_EVIDENCE_PIECES), max_size=12).map("".join))
+def test_evidence_search_finds_what_the_full_search_finds(text: str) -> None:
+    lowered = text.lower() if text.isascii() else None
+    for pattern, words in evidence_patterns():
+        ours, full = classify._search(pattern, text, lowered, words), pattern.search(text)
+        assert (ours.span() if ours else None) == (full.span() if full else None), pattern.pattern
+
+
+def full_search(pattern: re.Pattern[str], text: str, lowered: str | None, words: tuple[str, ...]) -> object:
+    return pattern.search(text)
+
+
+def test_evidence_is_the_full_searches_on_the_corpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    compared = found = 0
+    for name, data, report in corpus_reports():
+        if not report.is_bounce:
+            continue
+        with monkeypatch.context() as patch:
+            patch.setattr(classify, "_search", full_search)
+            reference = parse(data)
+        assert report.microsoft_evidence == reference.microsoft_evidence, name
+        compared += 1
+        found += any(e.source.startswith("text:") for e in report.microsoft_evidence)
+    assert compared > 900 and found > 20, (compared, found)
 
 
 # -- addresses, through the entry point ------------------------------------------------------------

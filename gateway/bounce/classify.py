@@ -71,6 +71,25 @@ MICROSOFT_TEXT_PATTERNS: Final[tuple[tuple[str, tuple[str, ...], re.Pattern[str]
 MICROSOFT_HEADER_RE: Final = re.compile(r"^X-MS-Exchange-", re.IGNORECASE)
 
 
+#: Every match of MICROSOFT_TOKEN_RE starts with this (lower-cased).
+_TOKEN_WORDS: Final = ("resolver.",)
+
+
+def _search(
+    pattern: re.Pattern[str], text: str, lowered: str | None, words: tuple[str, ...]
+) -> re.Match[str] | None:
+    """``pattern.search(text)`` for a case-insensitive pattern each of whose matches starts with
+    one of ``words`` (lower-cased). ``lowered`` is ``text.lower()`` when ``text`` is ASCII (then
+    the lower-cased text has the same offsets, and the case-insensitive match is a substring of
+    it): the search starts at the first of the words, or is skipped when none occurs. The
+    regular expression's scan of the text before that costs several times ``str.find``'s (an
+    Exchange Online NDR's 3.5 KB notice: 13 us for one phrase pattern)."""
+    if lowered is None:
+        return pattern.search(text)
+    starts = [at for word in words if (at := lowered.find(word)) >= 0]
+    return pattern.search(text, min(starts)) if starts else None
+
+
 def _all_evidence(parsed: Parsed, table: family.Family) -> tuple[Evidence, ...]:
     """The message's Microsoft evidence, then that of the NDR its notice carried (one entry each)."""
     found = _microsoft_evidence(parsed.root, parsed.report, parsed.texts, table)
@@ -104,21 +123,15 @@ def _microsoft_evidence(
                 found.append(Evidence("delivery-status:Diagnostic-Code", textsafe.clip(m.group(0))))
     for source, text in texts:
         # Case-insensitive regular expressions crawl through kilobytes of notice text; in ASCII
-        # text a lower-cased substring test says first whether there is anything to find.
+        # text a lower-cased substring search says first where the first match can start.
         lowered = text.lower() if text.isascii() else None
-        m = MICROSOFT_TOKEN_RE.search(text) if lowered is None or "resolver." in lowered else None
-        if (
-            m is None
-            and evidence_re is not None
-            and (lowered is None or any(w in lowered for w in table.evidence_words))
-        ):
-            m = evidence_re.search(text)
+        m = _search(MICROSOFT_TOKEN_RE, text, lowered, _TOKEN_WORDS)
+        if m is None and evidence_re is not None:
+            m = _search(evidence_re, text, lowered, table.evidence_words)
         if m:
             found.append(Evidence(source, textsafe.clip(m.group(0))))
         for label, phrases, pattern in MICROSOFT_TEXT_PATTERNS:
-            if lowered is not None and not any(phrase in lowered for phrase in phrases):
-                continue
-            m = pattern.search(text)
+            m = _search(pattern, text, lowered, phrases)
             if m:
                 found.append(Evidence(f"{source}:{label}", textsafe.clip(m.group(0))))
                 break
