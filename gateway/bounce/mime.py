@@ -138,6 +138,13 @@ class Source:
         """One character per byte, so character offsets are byte offsets."""
         return self.data.isascii() or len(self.text) == len(self.data)
 
+    @functools.cached_property
+    def root_split(self) -> tuple[int, int]:
+        """:func:`gateway.header_block.split` of the message: (end of the root header block, first
+        body byte). Found once: the parser and the tree builders both need it, and on Exchange's
+        6.5 KB root block it costs 17 us."""
+        return header_block.split(self.data)
+
     def delimiters(self) -> _Delimiters:
         if self._delimiters is None:
             self._delimiters = _Delimiters(self.data)
@@ -243,7 +250,7 @@ _IMPLICIT_PARAMS: Final = [("charset", "ascii")]
 def declared_tree(src: Source, root: Message, max_depth: int) -> Node | None:
     if not src.is_ascii or root.defects:
         return None
-    _, body_start = header_block.split(src.data)
+    _, body_start = src.root_split
     return _boundary_tree(src, root, body_start, max_depth, strict=True)
 
 
@@ -253,7 +260,7 @@ def walked_tree(src: Source, root: Message, max_depth: int) -> Node:
     For messages the recursive parsers cannot take (nested deeper than they can recurse):
     nothing is declined, defects are read past, and unclosed multiparts keep the parts found.
     """
-    _, body_start = header_block.split(src.data)
+    _, body_start = src.root_split
     tree = _boundary_tree(src, root, body_start, max_depth, strict=False)
     assert tree is not None  # the lenient walk never declines
     return tree

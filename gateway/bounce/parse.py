@@ -233,7 +233,7 @@ def _sender(root: dict[str, str], envelope_sender: str | None) -> _Sender:
 def _read(data: bytes, max_depth: int, envelope_sender: str | None, enclosed_left: int) -> Parsed:
     """Everything the classifier needs from one message; the report says whether it is a bounce."""
     src = mime.Source(data)
-    hdr_end, _ = header_block.split(data)
+    hdr_end, _ = src.root_split
     root = header_block.parse(data[:hdr_end])
     root_fields = header_block.first_values(root)
     report = BounceReport(
