@@ -124,6 +124,56 @@ def plain_fields(text: str) -> list[tuple[str, str]] | None:
     The values are what the compat32 policy stores: folding kept, the line break after the last
     line dropped.
     """
+    if len(text) >= _SHORT_BLOCK and (region := _crlf_region(text)) is not None:
+        return _crlf_fields(region)
+    return _any_fields(text)
+
+
+#: Blocks shorter than this (a part's one or two fields) are read faster by the field pattern of
+#: :func:`_any_fields` than by the split's fixed cost (measured: equal at about 170 characters,
+#: the split 0.6 us slower on a 90-character part header, 2 us faster on a 450-character root).
+_SHORT_BLOCK: Final = 200
+
+
+#: A line break that ends a field (a line break before white space folds the field instead), and
+#: the name of the field after it; the name does not take part when the line is no field.
+_FIELD_BREAK_RE: Final = re.compile(r"\r\n(?![ \t])(?:(" + FIELD_NAME + r"):[ \t]*)?")
+
+
+def _crlf_region(text: str) -> str | None:
+    """The fields of a block whose lines up to its empty line all end in CRLF (what MTAs write),
+    without the line break of the last; None for any other block, and for one that opens with a
+    line break."""
+    if not text or text[0] in "\r\n":
+        return None
+    end = text.find("\r\n\r\n")
+    if end < 0:
+        end = len(text) - 2 if text.endswith("\r\n") else len(text)
+    region = text[:end]
+    breaks = region.count("\n")
+    # Every CR is followed by LF and every LF preceded by CR: the only empty line is at ``end``.
+    if region.count("\r") != breaks or region.count("\r\n") != breaks:
+        return None
+    return region
+
+
+def _crlf_fields(region: str) -> list[tuple[str, str]] | None:
+    """:func:`plain_fields` of a :func:`_crlf_region`: the block is cut at the line breaks that end
+    fields by one split, whose search skips ahead to each CRLF with ``str.find``'s speed. The
+    field pattern of :func:`_any_fields` looks at every character: 44 us on Exchange's 6.5 KB
+    root block against 15 us here."""
+    # "\r\n" + the region: the first field follows a line break like every other.
+    parts = _FIELD_BREAK_RE.split("\r\n" + region)
+    # parts: "", then (name, value) for each field. Text before the first break is a folded
+    # first line; a name that is None is a line that is no field.
+    names = parts[1::2]
+    if parts[0] or None in names:
+        return None
+    return list(zip(names, parts[2::2], strict=True))
+
+
+def _any_fields(text: str) -> list[tuple[str, str]] | None:
+    """:func:`plain_fields` of a block with any line ends (CRLF, LF, CR, mixed)."""
     fields: list[tuple[str, str]] = []
     at, end = 0, len(text)
     # One search for the fields back to back instead of two matches per field (a third of the

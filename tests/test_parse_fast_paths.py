@@ -313,6 +313,38 @@ def test_plain_field_reader_matches_the_stdlib_on_the_corpus() -> None:
     assert read > 10 * declined, (read, declined)
 
 
+def crlf_fields(text: str) -> list[tuple[str, str]] | str | None:
+    """What the reader of CRLF blocks makes of ``text`` ("not CRLF" when it does not take it)."""
+    region = header_block._crlf_region(text)
+    return "not CRLF" if region is None else header_block._crlf_fields(region)
+
+
+def test_crlf_field_reader_matches_the_general_one_on_the_corpus() -> None:
+    read = 0
+    for name, data, _ in corpus_reports():
+        for block in header_blocks(data):
+            text = block.decode("utf-8", "replace")
+            fields = crlf_fields(text)
+            if fields != "not CRLF":
+                read += 1
+                assert fields == header_block._any_fields(text), name
+    assert read > 500, read
+
+
+_BLOCK_PIECES = ["Subject", "X-A", ":", ": ", " ", "\t", "\r\n", "\r\n ", "\r\n\t", "\r\n\r\n", "x", "\u00e9"]
+_BLOCK_PIECES += ["\r", "\n", "From ", "\u2028"]
+
+
+@given(
+    head=st.sampled_from(["", "To: a\r\n", "X:\r\n "]),
+    text=st.lists(st.sampled_from(_BLOCK_PIECES)).map("".join),
+)
+def test_crlf_field_reader_matches_the_general_one(head: str, text: str) -> None:
+    fields = crlf_fields(head + text)
+    if fields != "not CRLF":
+        assert fields == header_block._any_fields(head + text)
+
+
 def test_first_values_are_the_stdlibs_get_on_the_corpus() -> None:
     checked = 0
     for name, data, _ in corpus_reports():
@@ -363,6 +395,9 @@ def test_header_values_without_encoded_words_are_the_stdlibs(subject: str) -> No
         b"From someone Mon Jan  1 00:00:00 2024\r\nSubject: x\r\n",  # declined: mbox From_ line
         b"Not a header line\r\nSubject: x\r\n",  # declined: the stdlib starts the body here
         b"Bad Name: x\r\n",  # declined: a space in the name
+        b"Received: from a\r\n\tby b\r\nX-Long: " + b"v" * 300 + b"\r\nSubject: x\r\n\r\nbody\r\n",
+        b"X-Long: " + b"v" * 300 + b"\r\nNo field here\r\n\r\n",  # declined past the first field
+        b"X-Long: " + b"v" * 300 + b"\r\nSubject: bare\rCR\r\n",  # a bare CR: not a CRLF block
     ],
 )
 def test_parse_headers_reads_like_the_stdlib(block: bytes) -> None:
