@@ -263,6 +263,33 @@ def test_declared_tree_matches_flanker_on_built_samples(sample: object) -> None:
     assert flat(declared) == flat(reference)
 
 
+def tree_rows(tree: mime.Node | None) -> list[tuple[object, ...]] | None:
+    """Every node of a tree, all it holds (its parameters in order)."""
+    if tree is None:
+        return None
+    return [
+        (n.ctype, list(n.params.items()), n.cte, n.headers_start, n.body_start, n.body_end)
+        for n in tree.walk()
+    ]
+
+
+def test_remembered_part_types_are_the_ones_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each tree built with the part types remembered from the messages before it is the tree
+    built by reading every part's header block."""
+    builders = (mime.declared_tree, mime.walked_tree)
+    hits = mime._remembered_block_type.cache_info().hits
+    messages = [data for _, data, _ in corpus_reports()] + [sample.data for sample in BUILT]
+    for data in messages:
+        header_end, _ = header_block.split(data)
+        root = header_block.parse(data[:header_end])
+        remembered = [tree_rows(build(mime.Source(data), root, mime.MAX_DEPTH)) for build in builders]
+        with monkeypatch.context() as patch:
+            patch.setattr(mime, "_remembered_block_type", mime._read_block_type)
+            read = [tree_rows(build(mime.Source(data), root, mime.MAX_DEPTH)) for build in builders]
+        assert remembered == read
+    assert mime._remembered_block_type.cache_info().hits > hits + len(messages), "nothing was remembered"
+
+
 @pytest.mark.parametrize(
     ("data", "why"),
     [
