@@ -82,14 +82,19 @@ def empty_line(data: bytes, start: int = 0, end: int | None = None) -> tuple[int
     return best
 
 
-def split(data: bytes) -> tuple[int, int]:
+def split(data: bytes, start: int = 0, end: int | None = None) -> tuple[int, int]:
     """(end of the header block, first body byte) of a message or a MIME entity (RFC 5322 §2.1:
     header fields, an empty line, the body). An entity that opens with the empty line has no
-    fields; one without an empty line is all header block."""
-    if data.startswith((b"\r\n", b"\n", b"\r")):
-        return 0, 2 if data.startswith(b"\r\n") else 1
-    found = empty_line(data)
-    return (len(data), len(data)) if found is None else found
+    fields; one without an empty line is all header block.
+
+    The entity is ``data[start:end]`` (the offsets returned are into ``data``): an entity inside
+    a message is read where it is, without a copy.
+    """
+    stop = len(data) if end is None else end
+    if data.startswith((b"\r\n", b"\n", b"\r"), start, stop):
+        return start, start + (2 if data.startswith(b"\r\n", start, stop) else 1)
+    found = empty_line(data, start, stop)
+    return (stop, stop) if found is None else found
 
 
 def parse(block: bytes) -> Message:

@@ -548,3 +548,24 @@ def test_header_end_is_the_regular_expressions_leftmost_match(data: bytes, cut: 
     match = _EMPTY_LINE_RE.search(data, start, max(start, end))
     expected = None if match is None else match.span()
     assert header_block.empty_line(data, start, max(start, end)) == expected
+
+
+@given(data=st.binary(max_size=40).map(lambda b: bytes(b"a\r\n:"[x % 4] for x in b)), cut=st.integers(0, 40))
+def test_header_split_inside_a_message_is_the_split_of_the_entity(data: bytes, cut: int) -> None:
+    start, end = min(cut, len(data)), max(min(cut, len(data)), len(data) - cut // 2)
+    header_end, body_start = header_block.split(data[start:end])
+    assert header_block.split(data, start, end) == (start + header_end, start + body_start)
+
+
+def test_enclosed_header_blocks_are_those_of_the_decoded_bodies() -> None:
+    compared = 0
+    for name, data, _ in corpus_reports():
+        src = mime.Source(data)
+        header_end, _ = header_block.split(data)
+        for node in mime.build_tree(src, header_block.parse(data[:header_end]), mime.MAX_DEPTH).walk():
+            if not node.ctype.startswith(("message/", "text/rfc822")):
+                continue
+            body = src.node_body(node)
+            assert src.enclosed_header_block(node) == body[: header_block.split(body)[0]], name
+            compared += 1
+    assert compared > 1000, compared

@@ -92,6 +92,10 @@ def _strip_final_break(data: bytes, start: int, end: int) -> int:
     return end
 
 
+#: The transfer encodings :func:`_decode_transfer` undoes (any other leaves the body as it is).
+_ENCODED: Final = ("base64", "quoted-printable")
+
+
 def _decode_transfer(raw: bytes, cte: str) -> bytes:
     """Undo the Content-Transfer-Encoding (RFC 2045 §6); unknown encodings pass through."""
     if cte == "base64":
@@ -160,6 +164,18 @@ class Source:
         if node.body_start is not None and node.body_end is not None:
             return _decode_transfer(self.data[node.body_start : node.body_end], node.cte)
         return node.payload or b""
+
+    def enclosed_header_block(self, node: Node) -> bytes:
+        """The header block of the entity in a node's body (a returned message, or its headers).
+
+        Without a transfer encoding to undo, it is cut out of the input directly: the body (the
+        whole returned message) is not copied for the few fields read from its head.
+        """
+        if node.body_start is None or node.body_end is None or node.cte in _ENCODED:
+            body = self.node_body(node)
+            return body[: header_block.split(body)[0]]
+        end, _ = header_block.split(self.data, node.body_start, node.body_end)
+        return self.data[node.body_start : end]
 
     def node_text(self, node: Node) -> str:
         """Decoded text with line ends normalised to LF (for scanning only, never for offsets)."""
@@ -633,7 +649,7 @@ def _deeply_nested(data: bytes) -> bool:
 
 
 def cr_only(data: bytes) -> bool:
-    return b"\n" not in data[:65536] and b"\r" in data
+    return data.find(b"\n", 0, 65536) < 0 and b"\r" in data
 
 
 def _tree_suspicious(tree: Node) -> bool:

@@ -77,9 +77,7 @@ def _original_to(src: mime.Source, nodes: list[mime.Node]) -> list[str]:
     for node in nodes:
         if node.ctype not in ("message/rfc822", "text/rfc822-headers", "message/global"):
             continue
-        body = src.node_body(node)
-        hdr_end, _ = header_block.split(body)
-        to = _decoded(header_block.parse(body[:hdr_end]).get("To"))
+        to = _decoded(header_block.parse(src.enclosed_header_block(node)).get("To"))
         if to:
             return list(dict.fromkeys(re.findall(text_formats.ADDRESS, to)))
     return []
@@ -125,11 +123,7 @@ def _human_part(node: mime.Node) -> HumanPart | None:
 
 
 def _original(src: mime.Source, node: mime.Node) -> OriginalMessage | None:
-    body = src.node_body(node)
-    if not body:
-        return None
-    hdr_end, _ = header_block.split(body)
-    headers = header_block.first_values(header_block.parse(body[:hdr_end]))
+    headers = header_block.first_values(header_block.parse(src.enclosed_header_block(node)))
     if not any(headers.get(h) for h in ("message-id", "from", "subject", "date")):
         return None
     return OriginalMessage(
@@ -171,7 +165,7 @@ def parse(data: bytes, *, max_depth: int = MAX_DEPTH, envelope_sender: str | Non
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ParseError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
-    if not data.strip():
+    if not data or data.isspace():  # (data.strip() would copy the message)
         raise ParseError("empty message")
     try:
         return classify(_read(data, max_depth, envelope_sender, _MAX_ENCLOSED))
