@@ -29,6 +29,9 @@ FAILING_ACTIONS: Final = ("failed", "delayed", "expired")
 _FIELD_RE: Final = re.compile(r"^([A-Za-z0-9-]+)[ \t]*:[ \t]*(.*)$")
 _RECIPIENT_FIELDS: Final = frozenset({"final-recipient", "original-recipient"})
 _UTF8_ESCAPE_RE: Final = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")
+_LINE_BREAK_RE: Final = re.compile(r"\r\n|\n|\r")
+#: The "type;" prefix of a typed field (address-type, mta-name-type, diagnostic-type).
+_TYPE_RE: Final = re.compile(r"\s*[A-Za-z0-9-]+\s*")
 
 
 def _groups(text: str) -> list[dict[str, str]]:
@@ -36,7 +39,7 @@ def _groups(text: str) -> list[dict[str, str]]:
     groups: list[dict[str, str]] = []
     current: dict[str, str] = {}
     last: str | None = None
-    for line in re.split(r"\r\n|\n|\r", text):
+    for line in _LINE_BREAK_RE.split(text):
         if not line.strip():
             if current:
                 groups.append(current)
@@ -66,7 +69,7 @@ def typed_value(value: str | None) -> str | None:
         return None
     if ";" in value:
         kind, rest = value.split(";", 1)
-        if re.fullmatch(r"\s*[A-Za-z0-9-]+\s*", kind):
+        if _TYPE_RE.fullmatch(kind):
             value = rest
     return value.strip() or None
 

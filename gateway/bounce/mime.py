@@ -92,6 +92,9 @@ def _strip_final_break(data: bytes, start: int, end: int) -> int:
     return end
 
 
+_NOT_BASE64_RE: Final = re.compile(rb"[^A-Za-z0-9+/=]")
+#: A quoted-printable soft line break before a bare CR.
+_CR_SOFT_BREAK_RE: Final = re.compile(rb"=\r(?!\n)")
 #: The transfer encodings :func:`_decode_transfer` undoes (any other leaves the body as it is).
 _ENCODED: Final = ("base64", "quoted-printable")
 
@@ -99,7 +102,7 @@ _ENCODED: Final = ("base64", "quoted-printable")
 def _decode_transfer(raw: bytes, cte: str) -> bytes:
     """Undo the Content-Transfer-Encoding (RFC 2045 §6); unknown encodings pass through."""
     if cte == "base64":
-        cleaned = re.sub(rb"[^A-Za-z0-9+/=]", b"", raw)
+        cleaned = _NOT_BASE64_RE.sub(b"", raw)
         cleaned = cleaned[: len(cleaned) - len(cleaned) % 4]
         try:
             return base64.b64decode(cleaned)
@@ -108,7 +111,7 @@ def _decode_transfer(raw: bytes, cte: str) -> bytes:
     if cte == "quoted-printable":
         # A soft line break is "=" before the line break (RFC 2045 §6.7); quopri only
         # knows LF and CRLF, so CR-only files (old Mac mailboxes) need it spelled out.
-        return quopri.decodestring(re.sub(rb"=\r(?!\n)", b"", raw))
+        return quopri.decodestring(_CR_SOFT_BREAK_RE.sub(b"", raw))
     return raw
 
 

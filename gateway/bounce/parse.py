@@ -50,10 +50,15 @@ class ParseError(Exception):
     """The input cannot be parsed as a message at all (e.g. empty, or not bytes)."""
 
 
+_SCRIPT_RE: Final = re.compile(r"(?is)<(script|style)\b.*?</\1>")
+_LINE_END_TAG_RE: Final = re.compile(r"(?i)<br\s*/?>|</p>|</div>|</tr>")
+_TAG_RE: Final = re.compile(r"<[^>]+>")
+
+
 def _clean_html(text: str) -> str:
-    text = re.sub(r"(?is)<(script|style)\b.*?</\1>", " ", text)
-    text = re.sub(r"(?i)<br\s*/?>|</p>|</div>|</tr>", "\n", text)
-    return html.unescape(re.sub(r"<[^>]+>", "", text))
+    text = _SCRIPT_RE.sub(" ", text)
+    text = _LINE_END_TAG_RE.sub("\n", text)
+    return html.unescape(_TAG_RE.sub("", text))
 
 
 def _decoded(value: object) -> str | None:
