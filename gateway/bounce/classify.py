@@ -93,9 +93,9 @@ def _search(
 def _all_evidence(parsed: Parsed, table: family.Family) -> tuple[Evidence, ...]:
     """The message's Microsoft evidence, then that of the NDR its notice carried (one entry each)."""
     found = _microsoft_evidence(parsed.root, parsed.report, parsed.texts, table)
-    if parsed.enclosed is not None:
-        found += _all_evidence(parsed.enclosed, table)
-    return tuple(dict.fromkeys(found))
+    if parsed.enclosed is None:
+        return found  # one entry each already
+    return tuple(dict.fromkeys(found + _all_evidence(parsed.enclosed, table)))
 
 
 def _microsoft_evidence(
