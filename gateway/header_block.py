@@ -60,12 +60,11 @@ def empty_line(data: bytes, start: int = 0, end: int | None = None) -> tuple[int
     crlf = first_break > start and data[first_break - 1] == 0x0D
     if crlf:
         at = data.find(b"\r\n\r\n", start, stop)
-        # Any other empty line before it holds a bare LF or CR CR: in a block of CRLF lines
-        # there is none (the usual case, told by three scans of the block instead of four).
-        if (
-            at >= 0
-            and data.count(b"\n", start, at) == data.count(b"\r\n", start, at)
-            and data.find(b"\r\r", start, at + 1) < 0
+        # Any other empty line before it holds a bare LF or CR: in a block of CRLF lines (as many
+        # CRs and LFs as CRLFs) there is none. Counting single octets is cheaper than searching
+        # for a pair (a CR CR search: 5.6 us on Exchange's 6.5 KB root block, a CR count 2 us).
+        if at >= 0 and data.count(b"\r", start, at) == data.count(b"\n", start, at) == data.count(
+            b"\r\n", start, at
         ):
             return at, at + 4
     elif first_break >= 0:
