@@ -55,7 +55,12 @@ def empty_line(data: bytes, start: int = 0, end: int | None = None) -> tuple[int
     does not. The separator the first line's ending suggests is searched first: looking for
     CRLFCRLF in LF-only mail would scan the whole body.
     """
-    stop = len(data) if end is None else end
+    found = _empty_line(data, start, len(data) if end is None else end)
+    return None if found is None else (found[0], found[1])
+
+
+def _empty_line(data: bytes, start: int, stop: int) -> tuple[int, int, bool] | None:
+    """:func:`empty_line`, and whether every line before it ends in CRLF (checked on the way)."""
     first_break = data.find(b"\n", start, stop)
     crlf = first_break > start and data[first_break - 1] == 0x0D
     if crlf:
@@ -66,18 +71,18 @@ def empty_line(data: bytes, start: int = 0, end: int | None = None) -> tuple[int
         if at >= 0 and data.count(b"\r", start, at) == data.count(b"\n", start, at) == data.count(
             b"\r\n", start, at
         ):
-            return at, at + 4
+            return at, at + 4, True
     elif first_break >= 0:
         at = data.find(b"\n\n", start, stop)
         # Every other empty line holds a CR: with none before it, this is the first.
         if at >= 0 and data.find(b"\r", start, at) < 0:
-            return at, at + 2
-    best: tuple[int, int] | None = None
+            return at, at + 2, False
+    best: tuple[int, int, bool] | None = None
     for sep in _CRLF_FIRST if crlf else _LF_FIRST:
         # A later alternative wins only by starting earlier: search no further than that.
         at = data.find(sep, start, stop if best is None else min(stop, best[0] - 1 + len(sep)))
         if at >= 0 and (best is None or at < best[0]):
-            best = (at, at + len(sep))
+            best = (at, at + len(sep), False)
     return best
 
 
@@ -89,11 +94,33 @@ def split(data: bytes, start: int = 0, end: int | None = None) -> tuple[int, int
     The entity is ``data[start:end]`` (the offsets returned are into ``data``): an entity inside
     a message is read where it is, without a copy.
     """
-    stop = len(data) if end is None else end
+    header_end, body_start, _ = _split(data, start, len(data) if end is None else end)
+    return header_end, body_start
+
+
+def _split(data: bytes, start: int, stop: int) -> tuple[int, int, bool]:
+    """:func:`split`, and whether every line of the header block ends in CRLF."""
     if data.startswith((b"\r\n", b"\n", b"\r"), start, stop):
-        return start, start + (2 if data.startswith(b"\r\n", start, stop) else 1)
-    found = empty_line(data, start, stop)
-    return (stop, stop) if found is None else found
+        return start, start + (2 if data.startswith(b"\r\n", start, stop) else 1), False
+    found = _empty_line(data, start, stop)
+    return (stop, stop, False) if found is None else found
+
+
+def read(data: bytes, start: int = 0, end: int | None = None) -> tuple[Message, int, int]:
+    """(the fields, end of the header block, first body byte) of the message or entity
+    ``data[start:end]``: :func:`split`, then :func:`parse` of the block.
+
+    The split has already counted a CRLF block's line ends, so the block is cut into its fields
+    without counting them again (13 us of the 31 us that reading Exchange's 6.5 KB root block
+    takes otherwise).
+    """
+    header_end, body_start, crlf = _split(data, start, len(data) if end is None else end)
+    if not crlf:
+        return parse(data[start:header_end]), header_end, body_start
+    # The block ends before the last field's line break and holds only CRLF line ends, as
+    # _crlf_region would return it: decoding keeps them (no UTF-8 sequence holds CR or LF).
+    fields = _crlf_fields(data[start:header_end].decode("utf-8", "replace"))
+    return (_message(fields) if fields is not None else parse(data[start:header_end])), header_end, body_start
 
 
 def parse(block: bytes) -> Message:
@@ -102,6 +129,10 @@ def parse(block: bytes) -> Message:
     fields = plain_fields(text)
     if fields is None:
         return HeaderParser(policy=policy.compat32).parsestr(text)
+    return _message(fields)
+
+
+def _message(fields: list[tuple[str, str]]) -> Message:
     message = Message()
     for name, value in fields:
         message.set_raw(name, value)

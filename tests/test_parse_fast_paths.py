@@ -557,15 +557,66 @@ def test_header_split_inside_a_message_is_the_split_of_the_entity(data: bytes, c
     assert header_block.split(data, start, end) == (start + header_end, start + body_start)
 
 
-def test_enclosed_header_blocks_are_those_of_the_decoded_bodies() -> None:
+def fields_and_defects(headers: Message) -> tuple[list[tuple[str, object]], list[str]]:
+    return list(headers.raw_items()), [type(defect).__name__ for defect in headers.defects]
+
+
+def split_then_parse(data: bytes, start: int = 0) -> tuple[Message, int, int]:
+    """What :func:`gateway.header_block.read` is: the split, then the block parsed."""
+    header_end, body_start = header_block.split(data, start)
+    return header_block.parse(data[start:header_end]), header_end, body_start
+
+
+def test_enclosed_headers_are_those_of_the_decoded_bodies() -> None:
     compared = 0
     for name, data, _ in corpus_reports():
         src = mime.Source(data)
-        header_end, _ = header_block.split(data)
-        for node in mime.build_tree(src, header_block.parse(data[:header_end]), mime.MAX_DEPTH).walk():
+        for node in mime.build_tree(src, src.root_headers, mime.MAX_DEPTH).walk():
             if not node.ctype.startswith(("message/", "text/rfc822")):
                 continue
-            body = src.node_body(node)
-            assert src.enclosed_header_block(node) == body[: header_block.split(body)[0]], name
+            reference = split_then_parse(src.node_body(node))[0]
+            assert fields_and_defects(src.enclosed_headers(node)) == fields_and_defects(reference), name
             compared += 1
     assert compared > 1000, compared
+
+
+def test_read_is_split_then_parse_on_the_corpus() -> None:
+    compared = crlf = 0
+    for name, data, _ in corpus_reports():
+        src = mime.Source(data)
+        tree = mime.build_tree(src, src.root_headers, mime.MAX_DEPTH)
+        for start in {n.headers_start for n in tree.walk() if n.headers_start is not None}:
+            headers, header_end, body_start = header_block.read(data, start)
+            reference, reference_end, reference_body = split_then_parse(data, start)
+            assert (header_end, body_start) == (reference_end, reference_body), name
+            assert fields_and_defects(headers) == fields_and_defects(reference), name
+            compared += 1
+            crlf += data.startswith(b"\r\n\r\n", header_end)
+    assert compared > 3000 and crlf > 500, (compared, crlf)
+
+
+_ENTITY_PIECES = [
+    b"X-A: a",
+    b"Subject:",
+    b"\r\n",
+    b"\r\n ",
+    b"\r\n\r\n",
+    b"\n",
+    b"\r",
+    b" ",
+    b"b",
+    b":",
+    b"\xc3\xa9",
+]
+_ENTITY_PIECES += [b"\xe9", b"\xe3\x81", b"From "]
+
+
+@given(
+    head=st.sampled_from([b"", b"To: a\r\n", b"X-Long: " + b"v" * 200 + b"\r\n"]),
+    data=st.lists(st.sampled_from(_ENTITY_PIECES)).map(b"".join),
+)
+def test_read_is_split_then_parse(head: bytes, data: bytes) -> None:
+    headers, header_end, body_start = header_block.read(head + data)
+    reference, reference_end, reference_body = split_then_parse(head + data)
+    assert (header_end, body_start) == (reference_end, reference_body)
+    assert fields_and_defects(headers) == fields_and_defects(reference)

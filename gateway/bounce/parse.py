@@ -82,7 +82,7 @@ def _original_to(src: mime.Source, nodes: list[mime.Node]) -> list[str]:
     for node in nodes:
         if node.ctype not in ("message/rfc822", "text/rfc822-headers", "message/global"):
             continue
-        to = _decoded(header_block.parse(src.enclosed_header_block(node)).get("To"))
+        to = _decoded(src.enclosed_headers(node).get("To"))
         if to:
             return list(dict.fromkeys(re.findall(text_formats.ADDRESS, to)))
     return []
@@ -128,7 +128,7 @@ def _human_part(node: mime.Node) -> HumanPart | None:
 
 
 def _original(src: mime.Source, node: mime.Node) -> OriginalMessage | None:
-    headers = header_block.first_values(header_block.parse(src.enclosed_header_block(node)))
+    headers = header_block.first_values(src.enclosed_headers(node))
     if not any(headers.get(h) for h in ("message-id", "from", "subject", "date")):
         return None
     return OriginalMessage(
@@ -232,8 +232,7 @@ def _sender(root: dict[str, str], envelope_sender: str | None) -> _Sender:
 def _read(data: bytes, max_depth: int, envelope_sender: str | None, enclosed_left: int) -> Parsed:
     """Everything the classifier needs from one message; the report says whether it is a bounce."""
     src = mime.Source(data)
-    hdr_end, _ = src.root_split
-    root = header_block.parse(data[:hdr_end])
+    root = src.root_headers
     root_fields = header_block.first_values(root)
     report = BounceReport(
         is_bounce=False,
