@@ -7,8 +7,8 @@ in which every line is a field or the folding of one is read here, into exactly 
 parser would store (``tests/test_parse_fast_paths.py`` compares the two on the whole corpus).
 Anything unusual (a first line that is folded, a line that is no field, an mbox ``From_`` line)
 goes to the stdlib parser, and with it its defect handling. :func:`split` and :func:`empty_line`
-find where a header block ends; :func:`raw_fields` cuts a block into its fields as they are written
-(for editing them byte for byte).
+find where a header block ends, :func:`read` finds it and reads it; :func:`raw_fields` cuts a block
+into its fields as they are written (for editing them byte for byte).
 
 Raw UTF-8 in header fields is allowed by RFC 6532 (Japanese carriers send it); the bytes parser
 would turn it into opaque "unknown-8bit" Header objects. So the block is decoded as UTF-8, and

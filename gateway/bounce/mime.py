@@ -393,6 +393,7 @@ def _block_type(block: bytes, *, strict: bool) -> _PartType | None:
 
 
 def _read_block_type(block: bytes, strict: bool) -> _PartType | None:
+    """:func:`_block_type`, read from the block."""
     headers = header_block.parse(block)
     if strict and headers.defects:
         return None
