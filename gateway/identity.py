@@ -20,28 +20,34 @@ import hashlib
 import re
 
 from gateway import header_block
-
-#: The root fields that identify a bounce together with its body.
-IDENTITY_FIELDS = ("message-id", "date")
+from gateway.bounce.report import RootIdentity
 
 _LINE_END_RE = re.compile(rb"\r?\n")
 
 
-def bounce_digest(data: bytes) -> str:
-    """sha256 (hex) of the bounce's identity fields and body, as they were on the wire."""
+def bounce_digest(data: bytes, root: RootIdentity | None = None) -> str:
+    """sha256 (hex) of the bounce's identity fields and body, as they were on the wire.
+
+    ``root``: what the parser read of ``data``'s root header block (``BounceReport.root_identity``),
+    so that a large root block (Exchange Online writes 5-14 KB of them) is not read twice;
+    without it the block is read here. Both give the same digest
+    (``tests/test_identity.py`` compares them over the corpus).
+    """
+    if root is None:
+        end = header_block.empty_line(data)
+        if end is None:  # no header block at all: the bytes are all there is
+            return hashlib.sha256(data).hexdigest()
+        fields = header_block.parse(data[: end[0]])
+        root = RootIdentity(fields.get("message-id"), fields.get("date"), end[1])
     digest = hashlib.sha256()
-    end = header_block.empty_line(data)
-    if end is None:  # no header block at all: the bytes are all there is
-        digest.update(data)
-        return digest.hexdigest()
-    fields = header_block.parse(data[: end[0]])
-    for name in IDENTITY_FIELDS:
-        digest.update(" ".join((fields.get(name) or "").split()).encode("utf-8", "surrogateescape"))
+    for value in (root.message_id, root.date):
+        digest.update(" ".join((value or "").split()).encode("utf-8", "surrogateescape"))
         digest.update(b"\x00")
-    body = memoryview(data)[end[1] :]
+    start = root.body_start
+    body = memoryview(data)[start:]
     # A body with a bare LF (seen on the wire from sloppy MTAs) is hashed as its CRLF form, the
     # form a mailbox copy gets back through as_on_the_wire(); the usual all-CRLF body is not copied.
-    if body.nbytes and data.count(b"\n", end[1]) != data.count(b"\r\n", end[1]):
+    if body.nbytes and data.count(b"\n", start) != data.count(b"\r\n", start):
         digest.update(as_on_the_wire(body.tobytes()))
     else:
         digest.update(body)

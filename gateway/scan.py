@@ -221,7 +221,7 @@ def examine(message: Message, *, instance: str, store_subjects: bool) -> Examine
         return Examined(message.location, report.is_bounce)
     try:
         ctx, date = _context(wire, message.location)
-        digest = bounce_digest(wire)
+        digest = bounce_digest(wire, report.root_identity)
         records = build_incidents(
             report,
             ctx,

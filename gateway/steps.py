@@ -45,7 +45,8 @@ log = logging.getLogger(__name__)
 
 async def _digest(message: Processed) -> str:
     if message.digest is None:
-        message.digest = await offload.by_size(len(message.original), bounce_digest, message.original)
+        root = message.report.root_identity if message.report else None
+        message.digest = await offload.by_size(len(message.original), bounce_digest, message.original, root)
     return message.digest
 
 
@@ -83,7 +84,7 @@ def _incidents(
         instance=instance,
         store_subjects=store_subjects,
         # Explain derived the ids from this digest already (a copy it relayed untouched has none).
-        bounce_digest=message.digest or bounce_digest(message.original),
+        bounce_digest=message.digest or bounce_digest(message.original, report.root_identity),
     )
 
 

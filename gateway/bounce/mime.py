@@ -146,9 +146,8 @@ class Source:
         return self.data.isascii() or len(self.text) == len(self.data)
 
     @functools.cached_property
-    def _root(self) -> tuple[Message, int]:
-        headers, _, body_start = header_block.read(self.data)
-        return headers, body_start
+    def _root(self) -> tuple[Message, int, int]:
+        return header_block.read(self.data)
 
     @property
     def root_headers(self) -> Message:
@@ -158,9 +157,14 @@ class Source:
         return self._root[0]
 
     @property
+    def header_end(self) -> int:
+        """Where the root header block ends (0 when the message opens with the empty line)."""
+        return self._root[1]
+
+    @property
     def body_start(self) -> int:
         """The root's first body byte."""
-        return self._root[1]
+        return self._root[2]
 
     def delimiters(self) -> _Delimiters:
         if self._delimiters is None:

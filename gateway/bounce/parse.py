@@ -41,6 +41,7 @@ from gateway.bounce.report import (
     HumanPart,
     OriginalMessage,
     RecipientReport,
+    RootIdentity,
 )
 
 log = logging.getLogger(__name__)
@@ -239,6 +240,10 @@ def _read(data: bytes, max_depth: int, envelope_sender: str | None, enclosed_lef
         message_id=_decoded(root_fields.get("message-id")),
         date=_decoded(root_fields.get("date")),
     )
+    if 0 < src.header_end < src.body_start:  # fields, then the empty line: as the digest reads it
+        report.root_identity = RootIdentity(
+            root_fields.get("message-id"), root_fields.get("date"), src.body_start
+        )
     report.already_explained = EXPLAINED_HEADER.lower() in root_fields
 
     tree = mime.build_tree(src, root, max_depth)

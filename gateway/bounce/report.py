@@ -95,6 +95,19 @@ class OriginalMessage:
     charset: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RootIdentity:
+    """The root header fields that name a bounce, as written, and where its body starts.
+
+    ``gateway.identity.bounce_digest`` hashes these with the body; the parser has read the root
+    header block already, so the digest need not read it again (ARCHITECTURE.md, invariant 5).
+    """
+
+    message_id: str | None
+    date: str | None
+    body_start: int
+
+
 @dataclass(slots=True)
 class BounceReport:
     """Everything bouncegw knows about one message after parsing and classification."""
@@ -116,6 +129,8 @@ class BounceReport:
     #: The MIME structure goes deeper than the parser reads (``gateway.bounce.mime.MAX_DEPTH``): parts
     #: below that depth were not read; what sits above it was.
     nesting_capped: bool = False
+    #: The root's identifying fields (None when the message has no header block and body).
+    root_identity: RootIdentity | None = None
 
     @property
     def family(self) -> list[RecipientReport]:
