@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
@@ -17,7 +18,7 @@ from gateway.bounce.report import BounceReport
 from gateway.config import ExplainSettings
 from gateway.explain import annotate
 from tests.benchmarks import messages
-from tests.benchmarks.messages import KIB, SEQ, exchange_online
+from tests.benchmarks.messages import KIB, SEQ, exchange_online, family
 
 SIZES = [12 * KIB, 20 * KIB, 40 * KIB]
 FAMILY = [("sales-team@contoso.example", "5.7.133", "group")]
@@ -88,12 +89,21 @@ def test_well_formed_7bit_crlf_mime(size: int) -> None:
     assert leaf(message, "text/html")["Content-Transfer-Encoding"] == "quoted-printable"
 
 
-def test_seq_token_only_in_the_ndr_message_id() -> None:
-    data = exchange_online()
-    assert data.count(SEQ) == 1
+@pytest.mark.parametrize("build", [exchange_online, family], ids=["exchange_online", "family"])
+def test_seq_token_in_the_message_id_and_every_boundary(build: Callable[[], bytes]) -> None:
+    data = build()
     head = data.split(b"\r\n\r\n", 1)[0]
     assert re.search(rb"^Message-ID: <" + re.escape(SEQ) + rb"-[^>\r\n]+>\r?$", head, re.MULTILINE)
-    assert exchange_online().replace(SEQ, b"1") != exchange_online().replace(SEQ, b"2")
+    boundaries = re.findall(rb'boundary="([^"]+)"', data)
+    assert len(boundaries) >= 2 and all(b.endswith(b"-" + SEQ) for b in boundaries)
+    # The Message-ID, each boundary parameter, and each boundary's delimiter lines (2 or more).
+    assert data.count(SEQ) >= 1 + 3 * len(boundaries)
+    one, two = build().replace(SEQ, b"1.1"), build().replace(SEQ, b"1.2")
+    assert one != two
+    for copy in (one, two):
+        tree = [p.get_content_type() for p in email.message_from_bytes(copy).walk()]
+        assert tree[:2] == ["multipart/report", "multipart/alternative"]
+        assert "message/delivery-status" in tree
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s // KIB}KiB")

@@ -1,10 +1,12 @@
 """The benchmark's messages: ordinary text mail of a given size, a padded family DSN and a
 full-size Exchange Online NDR (:func:`exchange_online`).
 
-Each message is a template with a :data:`SEQ` token in its Message-ID. The Python load
-generator replaces it per message, so every family DSN is a distinct bounce (bouncegw's incident
-fingerprint is the bounce's bytes, RFC 5322 section 3.6.4 asks for unique Message-IDs anyway);
-files handed to smtp-source get a fixed value.
+Each message is a template with a :data:`SEQ` token in its Message-ID, and a family bounce's
+template has it in each MIME boundary too. The Python load generator replaces it per message, so
+every family DSN is a distinct bounce (bouncegw's incident fingerprint is the bounce's bytes,
+RFC 5322 section 3.6.4 asks for unique Message-IDs anyway) with boundaries of its own, as real
+bounces have (Exchange writes a fresh GUID for each NDR): no cache keyed by a part's header
+block meets the same multipart header twice. Files handed to smtp-source get a fixed value.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import base64
 import hashlib
 import html
 import itertools
+import re
 import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -47,6 +50,28 @@ def ordinary(size: int) -> bytes:
     return headers + _pad_lines(size - len(headers))
 
 
+#: A boundary parameter (RFC 2046 section 5.1.1) and, in the body, a delimiter line.
+_BOUNDARY_PARAM = re.compile(rb'boundary="?([^";\r\n]+)"?', re.IGNORECASE)
+
+
+def _fresh_boundaries(data: bytes) -> bytes:
+    """``data`` with :data:`SEQ` added to every MIME boundary, in its parameter and its
+    delimiter lines (after the load generator's replacement, digits and dots: valid bchars)."""
+    for boundary in dict.fromkeys(_BOUNDARY_PARAM.findall(data)):
+        escaped = re.escape(boundary)
+        fresh = boundary + b"-" + SEQ
+        # Whole tokens only: one boundary may be the start of another.
+        data = re.sub(
+            rb'(?i)(boundary="?)' + escaped + rb'(?=["\s;]|$)',
+            lambda m, fresh=fresh: m.group(1) + fresh,
+            data,
+        )
+        data = re.sub(
+            rb"(?m)^--" + escaped + rb"(?=--|[ \t]*\r?$)", lambda m, fresh=fresh: b"--" + fresh, data
+        )
+    return data
+
+
 def family(size: int = 5 * KIB, name: str = "exo-qp-5.7.133") -> bytes:
     """An Exchange Online 5.7.133 NDR from ``tests.positives``, padded inside the returned message."""
     from tests.positives import POSITIVES
@@ -60,6 +85,7 @@ def family(size: int = 5 * KIB, name: str = "exo-qp-5.7.133") -> bytes:
     # the bounce bigger, like a real returned message does, without touching the report parts.
     anchor = b"Hello, please find the report.\r\n"
     assert anchor in data, "the positive's returned message changed"
+    data = _fresh_boundaries(data)
     return data.replace(anchor, anchor + _pad_lines(max(0, size - len(data))), 1)
 
 
@@ -544,7 +570,7 @@ def exchange_online(size: int = 20 * KIB) -> bytes:
     <pre>); message/delivery-status; the returned message as message/rfc822, an ordinary text
     message whose header block grows with ``size`` and whose body makes up the rest.
 
-    The NDR's own Message-ID holds :data:`SEQ`, as in :func:`family`. CRLF line ends, 7-bit,
+    The NDR's own Message-ID and its boundaries hold :data:`SEQ`, as in :func:`family`. CRLF line ends, 7-bit,
     lines under 998 octets. Everything is synthetic: .example and outlook.com-like hosts, hashed
     signatures, our own wording.
     """
@@ -553,8 +579,8 @@ def exchange_online(size: int = 20 * KIB) -> bytes:
     # 30% of what the smallest NDR leaves over; the returned message's body takes the rest.
     spare = size - len(_exo_ndr(root_budget, 0, 0))
     header_budget = min(6 * KIB, spare * 3 // 10)
-    fixed = len(_exo_ndr(root_budget, header_budget, 0)) - len(_body(0))
-    return _exo_ndr(root_budget, header_budget, size - fixed)
+    fixed = len(_fresh_boundaries(_exo_ndr(root_budget, header_budget, 0))) - len(_body(0))
+    return _fresh_boundaries(_exo_ndr(root_budget, header_budget, size - fixed))
 
 
 def write_for_smtp_source(path: Path, data: bytes) -> Path:
