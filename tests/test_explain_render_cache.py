@@ -93,6 +93,11 @@ def _cases() -> list[tuple[list[tuple[str, int]], str | None]]:
     return cases
 
 
+def _from_lines(filled: render.Filled) -> str:
+    lines = filled.lines.lines
+    return "\n".join(line.fill(filled.values) if isinstance(line, render.Line) else line for line in lines)
+
+
 @pytest.mark.parametrize("languages", [["en", "ja"], ["ja"]])
 def test_cached_block_equals_the_full_render(languages: list[str]) -> None:
     settings = ExplainSettings(languages=languages, language_order="configured")
@@ -101,12 +106,15 @@ def test_cached_block_equals_the_full_render(languages: list[str]) -> None:
     cases = _cases()
     assert len(cases) > 50
     for n, (recipients, sender) in enumerate(cases):
-        report = _report(recipients, sender, f"Subject {n} <b>&</b>")
+        report = _report(recipients, sender, f"Subject {n} <b>&</b> {{0}} }}{{")
         ids = [f"01JWQ2HWP8K09VEX330RBX{n:04d}"[:26]] * len(report.family)
         expected = render.render(report, incident_ids=ids, now=NOW, settings=settings, environment=full_env)
         for _ in range(2):
             got = render.render(report, incident_ids=ids, now=NOW, settings=settings)
             assert got == expected, (recipients, sender)
+        # From the cache, the block also comes line by line (what splice encodes once per skeleton).
+        assert got.text_lines is not None and got.html_lines is not None
+        assert (_from_lines(got.text_lines), _from_lines(got.html_lines)) == (got.text, got.html)
     # Every skeleton reproduced its full render on first use (None: it did not, and that
     # shape of values is rendered in full each time).
     assert render._skeletons

@@ -6,14 +6,19 @@ import base64
 import binascii
 import email
 import email.policy
+import itertools
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gateway.bounce.report import HumanPart
-from gateway.explain.render import Rendered
+from gateway.config import ExplainSettings
+from gateway.explain import render, splice
+from gateway.explain.render import Filled, Line, Rendered
 from gateway.explain.splice import SpliceError, apply, edit_part, line_ending, qp_of_pieces
+from tests.explain_samples import make, recipient
 
 BLOCK = Rendered(text="NOTICE: the recipient only accepts authenticated senders.\n", html="<p>NOTICE</p>")
 JAPANESE = Rendered(text="送信者の認証が必要です。\n", html="<p>送信者の認証が必要です。</p>")
@@ -217,3 +222,105 @@ def test_quoted_printable_of_pieces_is_b2a_qp_of_the_whole(
         for t in (before, after)
     )
     assert (encoded is not None) == (uniform and (before == "" or before.endswith("\n")))
+
+
+#: Values for a cached block's lines: braces (its lines are format strings), the characters that
+#: decide quoted-printable, and a line break (no value holds one; if one did, no plan is used).
+_VALUES = st.lists(
+    st.sampled_from(["", "a", "{0}", "}{", "{", " ", "\t", ".", "=", "あ", "x" * 70, "\n"]),
+    min_size=1,
+    max_size=4,
+)
+#: The skeleton's literals: block text, with line breaks but no CR (a block has none).
+_LITERALS = st.lists(_QP_TEXT.map(lambda t: t.replace("\r", "")), min_size=1, max_size=6)
+
+
+@given(
+    newline=st.sampled_from(["\r\n", "\n"]),
+    before=_QP_TEXT,
+    literals=_LITERALS,
+    values=_VALUES,
+    data=st.data(),
+    after=_QP_TEXT,
+    ends_block=st.booleans(),
+)
+@example(
+    newline="\r\n",
+    before="",
+    literals=["a\n{x}", " .\n"],
+    values=["."],
+    data=None,
+    after="b",
+    ends_block=True,
+)
+def test_quoted_printable_of_a_cached_block_is_b2a_qp_of_the_whole(
+    newline: str,
+    before: str,
+    literals: list[str],
+    values: list[str],
+    data: st.DataObject | None,
+    after: str,
+    ends_block: bool,
+) -> None:
+    """A block the render cache made (its skeleton's lines and the values) encodes as a whole."""
+    if ends_block:
+        literals[-1] += "\n"
+    count = len(literals) - 1
+    index = st.integers(0, len(values) - 1)
+    indexes = [0] * count if data is None else data.draw(st.lists(index, min_size=count, max_size=count))
+    skeleton = render._Pieces(tuple(literals), tuple(indexes))
+    block = skeleton.join(values)
+    filled = Filled(skeleton.lines(), tuple(values))
+    lines = [line.fill(values) if isinstance(line, Line) else line for line in filled.lines.lines]
+    assert "\n".join(lines) == block
+    before = before + newline if before else ""  # as the caller cuts it: the block starts a line
+    pieces = (before, block, after)
+    encoded = qp_of_pieces(pieces, newline, filled)
+    assert encoded == qp_of_pieces(pieces, newline)
+    whole = (before + block.replace("\n", newline) + after).encode("utf-8")
+    if encoded is not None:
+        assert encoded == binascii.b2a_qp(whole, quotetabs=False, istext=True, header=False)
+    # The plan serves every block that is empty or ends with a line break, whose values hold none.
+    used = {values[i] for i in indexes}
+    for crlf in (False, True):
+        planned = splice._filled_qp(filled, crlf) is not None
+        ends_line = block == "" or block.endswith("\n")
+        assert planned == (ends_line and not any("\n" in value for value in used))
+
+
+NOW = datetime(2025, 1, 2, 3, 4, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("charset", "cte", "layout", "japanese", "nl"),
+    [
+        (charset, cte, layout, charset == "iso-2022-jp", nl)
+        for charset, cte, layout, nl in itertools.product(
+            ["us-ascii", "utf-8", "iso-8859-1", "iso-2022-jp"],
+            ["7bit", "8bit", "quoted-printable", "base64"],
+            ["alternative", "text", "non_mime"],
+            [b"\r\n", b"\n"],
+        )
+    ],
+)
+def test_a_block_from_the_render_cache_is_spliced_as_the_full_render_is(
+    charset: str, cte: str, layout: str, japanese: bool, nl: bytes
+) -> None:
+    """The cached block's lines (quoted-printable once per skeleton) change no byte of the edit."""
+    sample = make(
+        [recipient("sales-team@contoso.example", "group"), recipient("x@example.jp", "mailbox")],
+        charset=charset,
+        cte=cte,
+        layout=layout,
+        japanese=japanese,
+        nl=nl,
+        subject="{0} {{x}} = .",
+    )
+    for settings in (ExplainSettings(), ExplainSettings(languages=["en"])):
+        cached = Rendered("", "")
+        for _ in range(2):  # the first render fills the skeleton cache, the second comes from it
+            cached = render.render(sample.report, incident_ids=["ID-1", "ID-2"], now=NOW, settings=settings)
+        assert cached.text_lines is not None and cached.html_lines is not None
+        full = Rendered(cached.text, cached.html)
+        for part in sample.report.human_parts:
+            assert edit_part(sample.data, part, cached) == edit_part(sample.data, part, full)

@@ -16,12 +16,13 @@ from __future__ import annotations
 import functools
 import itertools
 import re
+import string
 import textwrap
 import threading
 import unicodedata
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -90,10 +91,17 @@ def sanitise(value: object, limit: int = MAX_TEXT) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Rendered:
-    """The block for one bounce: plain text (LF line ends) and an HTML fragment."""
+    """The block for one bounce: plain text (LF line ends) and an HTML fragment.
+
+    When the skeleton cache assembled them, ``text_lines`` and ``html_lines`` say how (its
+    lines and this bounce's values), so an encoder can reuse what it derived from the lines of
+    that skeleton; None after a full render. They never decide equality: the blocks do.
+    """
 
     text: str
     html: str
+    text_lines: Filled | None = field(default=None, compare=False)
+    html_lines: Filled | None = field(default=None, compare=False)
 
 
 def variant_of(recipient: RecipientReport) -> str:
@@ -379,11 +387,67 @@ class _Pieces:
         out[1::2] = [values[i] for i in self.indexes]
         return "".join(out)
 
+    def lines(self) -> BlockLines:
+        """The same block line by line (see :class:`BlockLines`)."""
+        # The block as one format string ("{i}" for value i, literal braces doubled), cut at LF:
+        # each line is a format string of its own.
+        template = [""] * (2 * len(self.literals) - 1)
+        template[0::2] = [literal.replace("{", "{{").replace("}", "}}") for literal in self.literals]
+        template[1::2] = [f"{{{index}}}" for index in self.indexes]
+        lines: list[str | Line] = []
+        for line in "".join(template).split("\n"):
+            if any(field is not None for _, field, _, _ in _FORMATTER.parse(line)):
+                lines.append(Line(line))
+            else:
+                lines.append(line.format())  # no value: the line's text, braces undoubled
+        return BlockLines(tuple(lines))
+
+
+_FORMATTER = string.Formatter()
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """A line of a cached block that holds values: ``template.format(*values)`` fills it in.
+
+    A format string, not the skeleton's pieces: filling a line of one or two values this way costs
+    half as much (measured on the lines of the minimal family DSN's block), and there are a few
+    dozen of them per block. Literal braces are doubled; a value is never parsed.
+    """
+
+    template: str
+
+    def fill(self, values: Sequence[str]) -> str:
+        return self.template.format(*values)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class BlockLines:
+    """A cached block line by line, each without its LF: the line itself where it holds no value
+    from the bounce, else a :class:`Line` to fill with the values.
+
+    Built once per skeleton and kept with it; compared and hashed by identity, so an encoder can
+    key what it derives from one skeleton's lines (splice's quoted-printable) by the object.
+    """
+
+    lines: tuple[str | Line, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Filled:
+    """A block as its skeleton's lines and one bounce's values: line ``i`` is ``lines.lines[i]``,
+    or ``lines.lines[i].fill(values)`` when that is a :class:`Line`; the lines are joined by LF."""
+
+    lines: BlockLines
+    values: tuple[str, ...]
+
 
 @dataclass(frozen=True, slots=True)
 class _Skeleton:
     text: _Pieces
     html: _Pieces
+    text_lines: BlockLines
+    html_lines: BlockLines
 
 
 #: key -> the skeleton, or None when it did not reproduce the full render.
@@ -474,8 +538,14 @@ def _skeleton(context: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
 
 
 def _fill(skeleton: _Skeleton, fills: list[str]) -> Rendered:
-    escaped = [str(escape(value)) for value in fills]
-    return Rendered(text=skeleton.text.join(fills), html=skeleton.html.join(escaped))
+    values = tuple(fills)
+    escaped = tuple([str(escape(value)) for value in fills])
+    return Rendered(
+        text=skeleton.text.join(values),
+        html=skeleton.html.join(escaped),
+        text_lines=Filled(skeleton.text_lines, values),
+        html_lines=Filled(skeleton.html_lines, escaped),
+    )
 
 
 def _cached_render(context: dict[str, Any], languages: tuple[str, ...]) -> Rendered:
@@ -494,7 +564,8 @@ def _cached_render(context: dict[str, Any], languages: tuple[str, ...]) -> Rende
     if hit:
         return full
     rendered = _render(env, skeleton, languages)
-    split = _Skeleton(text=_Pieces.split(rendered.text), html=_Pieces.split(rendered.html))
+    text, html = _Pieces.split(rendered.text), _Pieces.split(rendered.html)
+    split = _Skeleton(text=text, html=html, text_lines=text.lines(), html_lines=html.lines())
     with _skeletons_lock:
         _skeletons[key] = split if _fill(split, fills) == full else None
         if len(_skeletons) > _SKELETON_CACHE_SIZE:
