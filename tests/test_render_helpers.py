@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import jinja2
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from gateway.bounce.report import CATEGORY_SENDER_NOT_AUTHENTICATED, RecipientReport
+from gateway.explain import render
 from gateway.explain.render import MAX_TEXT, fill, sanitise, status_of, variant_of, wrap
 
 
@@ -32,6 +35,19 @@ def test_sanitise_bounds_the_length_with_an_ellipsis() -> None:
     assert sanitise("x" * 1000) == "x" * (MAX_TEXT - 1) + "…"
     assert sanitise("abc def", limit=5) == "abc…"
     assert len(sanitise("y" * 1000, limit=20)) == 20
+
+
+@given(
+    text=st.lists(
+        st.sampled_from(["a", "Z", "~", " ", "\t", "\r\n", "\x00", "\x7f", "\x1f", "é", "\u202e"])
+    ).map("".join),
+    limit=st.integers(1, 12),
+)
+@example(text=" plain value ", limit=MAX_TEXT)
+@example(text="a \x1f b", limit=MAX_TEXT)
+def test_sanitise_of_printable_ascii_is_the_general_cleaning(text: str, limit: int) -> None:
+    """Printable ASCII without a run of spaces skips the general cleaning, and gets its result."""
+    assert sanitise(text, limit) == render._bounded(render._clean(text), limit)
 
 
 def test_wrap_without_width_keeps_one_line() -> None:

@@ -76,14 +76,27 @@ def sanitise(value: object, limit: int = MAX_TEXT) -> str:
     """One line of plain text: controls and invisible formatting removed, whitespace collapsed, bounded."""
     if value is None:
         return ""
+    text = str(value)
+    if text.isascii() and text.isprintable() and "  " not in text:
+        # The usual value, in a fraction of the time (0.3 us instead of 2.3, measured on a family
+        # DSN's values): printable ASCII holds no control and no whitespace but the space, so
+        # without a run of spaces _clean() would only strip its ends.
+        return _bounded(text.strip(), limit)
+    return _bounded(_clean(text), limit)
+
+
+def _clean(text: str) -> str:
     # CR, LF and TAB become spaces first so words they separated stay apart.
-    text = str(value).translate(_LINE_BREAKS)
+    text = text.translate(_LINE_BREAKS)
     if text.isascii():
         # In ASCII the stripped categories are only the C0 controls and DEL (Cc).
         text = _ASCII_CONTROLS.sub("", text)
     else:
         text = "".join(ch for ch in text if unicodedata.category(ch) not in _STRIP_CATEGORIES)
-    text = _SPACES.sub(" ", text).strip()
+    return _SPACES.sub(" ", text).strip()
+
+
+def _bounded(text: str, limit: int) -> str:
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
     return text
