@@ -116,8 +116,9 @@ def _b2a_qp(raw: bytes) -> bytes:
     return binascii.b2a_qp(raw, quotetabs=False, istext=True, header=False)
 
 
-#: The block's lines as quoted-printable, by (line, CRLF breaks): see :func:`qp_of_pieces`.
-_QP_LINES: dict[tuple[str, bool], bytes] = {}
+#: The block's lines as quoted-printable, by CRLF breaks then by line: see :func:`qp_of_pieces`.
+#: (A dict per kind of break, so a look-up hashes only the line: a few dozen per bounce.)
+_QP_LINES: dict[bool, dict[str, bytes]] = {False: {}, True: {}}
 _QP_LINES_MAX = 4096
 #: Longer lines are encoded every time (the block has none; they would only bloat the cache).
 _QP_LINE_CACHED = 400
@@ -144,15 +145,15 @@ def _bounded(cache: dict[_K, _V], limit: int) -> dict[_K, _V]:
 
 def _qp_lines(lines: list[str], crlf: bool) -> list[bytes]:
     """Lines of the block, each with its break, as quoted-printable (cached by the line's text)."""
-    cache = _bounded(_QP_LINES, _QP_LINES_MAX)
+    cache = _bounded(_QP_LINES[crlf], _QP_LINES_MAX)
     ending = b"\r\n" if crlf else b"\n"
     out = []
     for line in lines:
-        encoded = cache.get((line, crlf))
+        encoded = cache.get(line)
         if encoded is None:
             encoded = _b2a_qp(line.encode("utf-8") + ending)
             if len(line) <= _QP_LINE_CACHED:
-                cache[(line, crlf)] = encoded
+                cache[line] = encoded
         out.append(encoded)
     return out
 
@@ -201,7 +202,8 @@ def _filled_qp(filled: Filled, crlf: bool) -> list[bytes] | None:
     plan = _qp_plan(filled.lines, crlf)
     if plan is None:
         return None
-    lines = [line.fill(filled.values) for line in plan.lines]
+    values = filled.values
+    lines = [line.template.format(*values) for line in plan.lines]  # Line.fill(), without a call each
     if any("\n" in line for line in lines):
         return None
     out = [b""] * (2 * len(plan.runs) - 1)
