@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import unicodedata
+
 import jinja2
 import pytest
 from hypothesis import example, given
@@ -39,15 +42,44 @@ def test_sanitise_bounds_the_length_with_an_ellipsis() -> None:
 
 @given(
     text=st.lists(
-        st.sampled_from(["a", "Z", "~", " ", "\t", "\r\n", "\x00", "\x7f", "\x1f", "é", "\u202e"])
+        st.sampled_from(
+            [
+                "a",
+                "~",
+                " ",
+                "\t",
+                "\r\n",
+                "\x00",
+                "\x7f",
+                "\x85",
+                "é",
+                "日",
+                "\xa0",
+                "\u3000",
+                "\u2028",
+                "\u202e",
+            ]
+        )
     ).map("".join),
     limit=st.integers(1, 12),
 )
 @example(text=" plain value ", limit=MAX_TEXT)
 @example(text="a \x1f b", limit=MAX_TEXT)
-def test_sanitise_of_printable_ascii_is_the_general_cleaning(text: str, limit: int) -> None:
-    """Printable ASCII without a run of spaces skips the general cleaning, and gets its result."""
+def test_sanitise_of_printable_text_is_the_general_cleaning(text: str, limit: int) -> None:
+    """Printable text without a run of spaces skips the general cleaning, and gets its result."""
     assert sanitise(text, limit) == render._bounded(render._clean(text), limit)
+
+
+def test_printable_characters_are_none_that_sanitise_removes_or_collapses() -> None:
+    """The premise of sanitise()'s shortcut, over every code point: a printable character is in
+    no category it removes, and is no whitespace but the space."""
+    wrong = [
+        hex(cp)
+        for cp in range(sys.maxunicode + 1)
+        if chr(cp).isprintable()
+        and (unicodedata.category(chr(cp)) in render._STRIP_CATEGORIES or (chr(cp).isspace() and cp != 0x20))
+    ]
+    assert wrong == []
 
 
 def test_wrap_without_width_keeps_one_line() -> None:

@@ -77,10 +77,12 @@ def sanitise(value: object, limit: int = MAX_TEXT) -> str:
     if value is None:
         return ""
     text = str(value)
-    if text.isascii() and text.isprintable() and "  " not in text:
-        # The usual value, in a fraction of the time (0.3 us instead of 2.3, measured on a family
-        # DSN's values): printable ASCII holds no control and no whitespace but the space, so
-        # without a run of spaces _clean() would only strip its ends.
+    if text.isprintable() and "  " not in text:
+        # The usual value, in a fraction of the time (0.3 us instead of 2.3 for ASCII, measured on
+        # a family DSN's values, and of 4 us for its Japanese date): printable text holds no
+        # character of the categories removed and no whitespace but the space (isprintable()
+        # excludes the categories C* and Z*, the space apart), so without a run of spaces
+        # _clean() would only strip its ends.
         return _bounded(text.strip(), limit)
     return _bounded(_clean(text), limit)
 
