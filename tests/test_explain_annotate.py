@@ -9,6 +9,8 @@ from email import policy
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from gateway.bounce.report import HumanPart
 from gateway.config import ExplainSettings, load_settings
@@ -310,6 +312,43 @@ def test_idempotency_second_pass_refused() -> None:
     sample.report.already_explained = True
     with pytest.raises(AlreadyExplained):
         annotate(sample.data, sample.report, incident_ids=None, now=NOW, settings=BOTH)
+
+
+#: Header lines and separators for already_explained(): the field in any case, folded, after a
+#: space (no field then), in the body; empty lines of every kind, in either style of line break.
+_HEADER_PIECES = st.sampled_from(
+    [
+        "From: a@example.org",
+        "X-Bouncegw-Explained: 5.7.133",
+        "x-BOUNCEGW-explained\t: 5.7.133",
+        " X-Bouncegw-Explained: folded",
+        "X-Bouncegw-Explained-Not: 1",
+        "Subject: X-Bouncegw-Explained: no",
+        "",
+        "\r",
+    ]
+)
+
+
+def _explained_by_the_exact_block(data: bytes) -> bool:
+    """The check as defined: the field at a line start of the exact root header block."""
+    block = headers.root_headers(data)
+    return re.search(rb"(?:\A|\n)x-bouncegw-explained[ \t]*:", block, re.IGNORECASE) is not None
+
+
+@given(
+    lines=st.lists(_HEADER_PIECES, max_size=8), newline=st.sampled_from(["\r\n", "\n"]), mixed=st.booleans()
+)
+@example(lines=["From: a", "", "X-Bouncegw-Explained: 1"], newline="\r\n", mixed=False)
+@example(lines=["From: a", "", "X-Bouncegw-Explained: 1"], newline="\r\n", mixed=True)
+def test_already_explained_reads_only_the_root_header_block(
+    lines: list[str], newline: str, mixed: bool
+) -> None:
+    # ``mixed``: the first line ends in the other style (the prefix looked at then is a guess).
+    other = "\n" if newline == "\r\n" else "\r\n"
+    text = "".join(line + (other if mixed and i == 0 else newline) for i, line in enumerate(lines))
+    data = text.encode("ascii")
+    assert headers.already_explained(data) == _explained_by_the_exact_block(data)
 
 
 def test_nothing_in_family_is_refused() -> None:
