@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.bounce.parse import parse
 from gateway.bounce.report import OriginalMessage
@@ -25,6 +27,12 @@ def test_dates_in_each_language_with_the_zone() -> None:
     india = datetime(2026, 1, 2, 3, 4, tzinfo=timezone(timedelta(hours=-3, minutes=-30)))
     assert locale.format_datetime(india, "en") == "2 Jan 2026 03:04 (UTC-03:30)"
     assert locale.format_datetime(datetime(2026, 1, 2, 3, 4), "en") == "2 Jan 2026 03:04 (UTC)"  # naive: UTC
+
+
+@given(when=st.datetimes(timezones=st.none() | st.timezones()), lang=st.sampled_from(["en", "ja"]))
+def test_the_time_of_day_is_what_strftime_writes(when: datetime, lang: str) -> None:
+    """format_datetime() writes the hour and minute by hand: as strftime("%H:%M") would."""
+    assert f" {when:%H:%M} (" in locale.format_datetime(when, lang)
 
 
 @pytest.mark.parametrize(
