@@ -305,7 +305,8 @@ def _edit_headers(
 def _carried(codec: str, block: str) -> bool | None:
     """Whether the part's charset can carry the block, when the block alone tells: UTF-8 carries
     any text, ASCII only ASCII text, and the rest of the part's text came in that charset. None
-    for other charsets: the joined text is encoded to find out."""
+    for other charsets: the joined text is encoded to find out. (Text with a lone surrogate,
+    which sanitise() keeps out of every block, still fails: when its UTF-8 is made.)"""
     if codec == "utf-8":
         return True
     if codec == "ascii":
@@ -336,8 +337,8 @@ def edit_part(data: bytes, part: HumanPart, rendered: Rendered) -> Edit:
 
     changes: list[str] = []
     new_charset: bytes | None = None
-    #: The new text in its charset, made only when needed: the quoted-printable of UTF-8 text
-    #: is made from its pieces (see qp_of_pieces), never from the whole text.
+    # The new text in its charset, made only when needed: the quoted-printable of UTF-8 text
+    # is made from its pieces (see qp_of_pieces), never from the whole text.
     raw: bytes | None = None
     carried = _carried(codec, block)
     if carried is None:
