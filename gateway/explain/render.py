@@ -411,7 +411,7 @@ class _Pieces:
         template[1::2] = [f"{{{index}}}" for index in self.indexes]
         lines: list[str | Line] = []
         for line in "".join(template).split("\n"):
-            if any(field is not None for _, field, _, _ in _FORMATTER.parse(line)):
+            if any(name is not None for _, name, _, _ in _FORMATTER.parse(line)):
                 lines.append(Line(line))
             else:
                 lines.append(line.format())  # no value: the line's text, braces undoubled
