@@ -454,6 +454,19 @@ def test_boundaries_are_read_in_their_own_case() -> None:
     assert validate._boundaries(data) == {b"Outer-AbC", b"In_Xy"}
 
 
+@pytest.mark.parametrize("piece", [8, 13, 100, 1024 * 1024])
+def test_boundaries_are_found_in_every_piece_and_across_seams(
+    monkeypatch: pytest.MonkeyPatch, piece: int
+) -> None:
+    fields = [b'Content-Type: multipart/mixed; BOUNDARY="b%d"' % i for i in range(12)]
+    data = b"".join(b"x" * (i * 7 % 23) + b"\r\n" + field + b"\r\n" for i, field in enumerate(fields))
+    data += b"Content-Type: text/plain; boundary=last"
+    expected = {m.group(1) or m.group(2) for m in validate._BOUNDARY_PARAM.finditer(data)}
+    assert len(expected) == 13
+    monkeypatch.setattr(validate, "_PIECE", piece)
+    assert validate._boundaries(data) == expected
+
+
 def _spliced(cte: str) -> tuple[bytes, bytes, list[splice.Edit], list[str], dict[str, str]]:
     """A correct splice of a sample, checked as annotate() checks it."""
     sample = make([recipient("x@example.jp", "mailbox")], cte=cte)

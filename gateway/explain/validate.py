@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterator
 from email.message import Message
 
 from gateway import header_block
@@ -78,19 +79,27 @@ def _parse(data: bytes) -> Message:
     """
     end, start = header_block.split(data)
     entity = header_block.parse(data[:end])
-    body = data[start:]
-    # As the stdlib's BytesParser stores a body: ASCII with the other octets as surrogates.
-    entity.set_payload(body.decode("ascii", "surrogateescape"))
+    # As the stdlib's BytesParser stores a body: ASCII with the other octets as surrogates
+    # (decoded from a view: a slice would copy the part's body once more).
+    entity.set_payload(str(memoryview(data)[start:], "ascii", "surrogateescape"))
     return entity
+
+
+def _lowered_pieces(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """(offset, lower-cased piece) over ``data``; each piece reaches len(name) - 1 octets into
+    the next, so every boundary name starts in exactly one piece."""
+    if len(data) <= _PIECE:
+        yield 0, data.lower()  # one piece: no copy of it before the lower-cased one
+        return
+    view = memoryview(data)
+    for start in range(0, len(data), _PIECE):
+        yield start, bytes(view[start : start + _PIECE + len(_BOUNDARY_NAME) - 1]).lower()
 
 
 def _boundaries(data: bytes) -> set[bytes]:
     found: set[bytes] = set()
-    view = memoryview(data)
-    # Each piece reaches len(name) - 1 octets into the next, so every name starts in exactly
-    # one piece. bytes.lower() changes only A-Z: offsets in a piece are offsets in ``data``.
-    for start in range(0, len(data), _PIECE):
-        piece = bytes(view[start : start + _PIECE + len(_BOUNDARY_NAME) - 1]).lower()
+    # bytes.lower() changes only A-Z: offsets in a piece are offsets in ``data``.
+    for start, piece in _lowered_pieces(data):
         at = piece.find(_BOUNDARY_NAME)
         while at >= 0:
             if (match := _BOUNDARY_PARAM.match(data, start + at)) is not None:
