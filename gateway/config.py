@@ -316,8 +316,12 @@ class StorageSettings(_Section):
     retention_days: int | None = Field(default=None, ge=1)
     #: Most incidents written in one transaction (group commit).
     batch_size: int = Field(default=500, ge=1)
-    #: How long a batch waits for more incidents before it is written (0: write at once).
-    batch_interval: float = Field(default=0.0, ge=0)
+    #: How long a batch waits for more incidents before it is written (0: write at once). Each
+    #: commit costs an fsync (SQLite's WAL with synchronous=FULL) or a round trip: 2 ms let
+    #: concurrent family bounces share one (``make bench``, 20 sessions of family DSNs: about
+    #: 10 incidents a commit instead of 5, 7 % less CPU per bounce); a bounce's reply waits at
+    #: most that much longer.
+    batch_interval: float = Field(default=0.002, ge=0)
     #: A database write slower than this sends the batch to the journal instead.
     db_timeout: float = Field(default=5.0, gt=0)
     #: While the database is unavailable, the first wait before the next recovery attempt; each
