@@ -203,7 +203,7 @@ def _filled_qp(filled: Filled, crlf: bool) -> list[bytes] | None:
     if plan is None:
         return None
     values = filled.values
-    lines = [line.template.format(*values) for line in plan.lines]  # Line.fill(), without a call each
+    lines = [line.fill(values) for line in plan.lines]
     if any("\n" in line for line in lines):
         return None
     out = [b""] * (2 * len(plan.runs) - 1)
