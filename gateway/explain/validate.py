@@ -77,8 +77,7 @@ def _parse(data: bytes) -> Message:
     several hundred lines) only to store it unchanged: a single part's body needs no parsing, and
     ``get_payload(decode=True)`` still undoes its transfer encoding by the stdlib's own rules.
     """
-    end, start = header_block.split(data)
-    entity = header_block.parse(data[:end])
+    entity, _, start = header_block.read(data)
     # As the stdlib's BytesParser stores a body: ASCII with the other octets as surrogates
     # (decoded from a view: a slice would copy the part's body once more).
     entity.set_payload(str(memoryview(data)[start:], "ascii", "surrogateescape"))
