@@ -488,6 +488,8 @@ class Recorder:
             while (n := await self._db(self._repo.purge_chunk, before, PURGE_CHUNK)) > 0:
                 if n < PURGE_CHUNK or self._stopping:
                     break
+            if not self._stopping:
+                await self._db(self._repo.purge_traffic, before)
         except Exception as exc:
             self._db_failed(exc)
 

@@ -29,7 +29,7 @@ from ulid import ULID
 
 from storage.db import make_engine
 from storage.incidents import FIELD_NAMES, IncidentRecord
-from storage.models import Incident
+from storage.models import Incident, RecipientTraffic
 
 
 class InvalidCursor(ValueError):
@@ -213,7 +213,9 @@ class Repository:
     def purge(
         self, before: datetime, *, chunk: int = 5000, progress: Callable[[int], None] | None = None
     ) -> int:
-        """Delete incidents recorded before ``before`` in chunks (short transactions); return the count."""
+        """Delete incidents recorded before ``before`` in chunks (short transactions), then the
+        relay's counts that no incident needs any more (:meth:`purge_traffic`); return how many
+        incidents went."""
         total = 0
         while True:
             deleted = self.purge_chunk(before, chunk)
@@ -221,6 +223,7 @@ class Repository:
             if progress is not None and deleted:
                 progress(deleted)
             if deleted < chunk:
+                self.purge_traffic(before)
                 return total
 
     def purge_chunk(self, before: datetime, chunk: int) -> int:
@@ -235,6 +238,21 @@ class Repository:
                 .scalar_subquery()
             )
             return int(conn.execute(delete(Incident).where(Incident.id.in_(ids))).rowcount)
+
+    def purge_traffic(self, before: datetime) -> int:
+        """Forget the relay's counts (``recipient_traffic``) for recipients whose last bounce came
+        before ``before`` and that no incident names any more; return how many.
+
+        The counts name the recipient, so retention covers them too once the incidents that made
+        the recipient worth counting are gone (the console shows counts only beside incidents).
+        A recipient still named by an incident keeps its count, however old its last bounce.
+        """
+        named = select(Incident.failed_recipient).where(
+            Incident.failed_recipient == RecipientTraffic.recipient
+        )
+        stmt = delete(RecipientTraffic).where(RecipientTraffic.since < before, ~named.exists())
+        with self.engine.begin() as conn:
+            return int(conn.execute(stmt).rowcount)
 
     def ping(self) -> None:
         """Raise unless the database answers."""

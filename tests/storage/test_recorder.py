@@ -6,14 +6,19 @@ import asyncio
 import dataclasses
 import shutil
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from sqlalchemy import select
 
 from storage.db import upgrade
 from storage.journal import LINE_FLOOR, Journal
+from storage.models import RecipientTraffic
+from storage.problems import record_traffic
 from storage.recorder import Recorder, StorageUnavailable, Tally
+from storage.repository import IncidentFilter, Repository
 from tests.processes import wait_until
 from tests.storage_builders import count_incidents, records_for
 
@@ -255,3 +260,32 @@ async def test_postgres_stopped_mid_run(throwaway_postgres: ThrowawayPostgres, t
     await rec.stop()
     assert await asyncio.to_thread(count_incidents, url) == 60
     assert tally(rec).replayed == 40
+
+
+async def test_retention_purges_old_incidents_and_the_counts_they_leave(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC)
+    old = records_for(12, start=now - timedelta(days=40))
+    new = records_for(3, tag="n", start=now - timedelta(days=1))  # recipients of old[0:3] again
+    repo = Repository.from_url(migrated_url)
+    try:
+        repo.record(old + new)
+        record_traffic(repo.engine, {r.failed_recipient or "": now - timedelta(days=40) for r in old}, {})
+
+        def traffic() -> set[str]:
+            with repo.engine.connect() as conn:
+                return set(conn.scalars(select(RecipientTraffic.recipient)))
+
+        assert len(traffic()) == 12
+        # retry_interval paces the maintainer: the first purge runs on its first round.
+        rec = recorder(migrated_url, tmp_path, retention_days=30)
+        await rec.start()
+        try:
+            await wait_until(lambda: len(traffic()) == 3, "the hourly purge to run")
+        finally:
+            await rec.stop()
+        assert {r.id for r in repo.iterate(IncidentFilter())} == {r.id for r in new}
+        assert traffic() == {r.failed_recipient for r in new}
+    finally:
+        repo.close()

@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 
 from storage.incidents import IncidentRecord, new_incident_id
+from storage.models import RecipientTraffic
+from storage.problems import record_traffic
 from storage.repository import IncidentFilter, InvalidCursor, Repository
 from tests.storage_builders import records_for
 
@@ -108,3 +111,24 @@ def test_purge_in_chunks(repo: Repository) -> None:
     assert repo.purge(now - timedelta(days=30), chunk=5, progress=progress.append) == 12
     assert progress == [5, 5, 2]
     assert {r.id for r in repo.iterate(IncidentFilter())} == {r.id for r in new}
+
+
+def test_purge_forgets_traffic_counts_no_incident_needs(repo: Repository) -> None:
+    now = datetime.now(UTC)
+    old = records_for(12, start=now - timedelta(days=40))
+    new = records_for(3, tag="n", start=now - timedelta(days=1))  # recipients of old[0:3] again
+    repo.record(old + new)
+    long_ago, lately = now - timedelta(days=40), now - timedelta(days=2)
+    resets = {
+        old[0].failed_recipient: long_ago,  # still named by a new incident: kept
+        old[5].failed_recipient: long_ago,  # named only by purged incidents: forgotten
+        old[6].failed_recipient: lately,  # its last bounce is within retention: kept
+        "never-recorded@contoso.example": long_ago,  # no incident at all: forgotten
+    }
+    assert None not in resets
+    record_traffic(repo.engine, resets, {})
+    assert repo.purge(now - timedelta(days=30)) == 12
+    with repo.engine.connect() as conn:
+        kept = set(conn.scalars(select(RecipientTraffic.recipient)))
+    assert kept == {old[0].failed_recipient, old[6].failed_recipient}
+    assert repo.purge_traffic(now) == 1  # old[6]'s count: no incident names it any more
