@@ -10,8 +10,11 @@ recipient, and the database keeps one row per fingerprint. Two kinds of copy mus
 
 So the digest covers what delivery does not change: the root ``Message-ID`` and ``Date`` fields
 (RFC 5322 section 3.6) and the body after the root header block, with CRLF line ends (the form
-it had on the wire). The body of a DSN carries the per-message details (arrival dates, queue ids,
-the returned message), so distinct bounces do not share it.
+it had on the wire) and without mbox quoting: a body line that starts ``From `` is written to an
+mbox file as ``>From `` (RFC 4155 section 2: mboxo quotes it, mboxrd quotes ``>From `` lines
+once more), and a reader cannot tell a quote from a ``>`` the sender wrote, so every body line
+is read with the ``>``s before a ``From `` taken away. The body of a DSN carries the per-message
+details (arrival dates, queue ids, the returned message), so distinct bounces do not share it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from gateway import header_block
 from gateway.bounce.report import RootIdentity
 
 _LINE_END_RE = re.compile(rb"\r?\n")
+#: The ">"s an mbox writer may have put before "From " at a line start (see the module's text).
+_MBOX_QUOTES_RE = re.compile(rb"(?m)^>+(?=From )")
 
 
 def bounce_digest(data: bytes, root: RootIdentity | None = None) -> str:
@@ -46,9 +51,13 @@ def bounce_digest(data: bytes, root: RootIdentity | None = None) -> str:
     start = root.body_start
     body = memoryview(data)[start:]
     # A body with a bare LF (seen on the wire from sloppy MTAs) is hashed as its CRLF form, the
-    # form a mailbox copy gets back through as_on_the_wire(); the usual all-CRLF body is not copied.
-    if body.nbytes and data.count(b"\n", start) != data.count(b"\r\n", start):
-        digest.update(as_on_the_wire(body.tobytes()))
+    # form a mailbox copy gets back through as_on_the_wire(); one with a quoted "From " line is
+    # hashed unquoted. The usual all-CRLF body without one is hashed in place, not copied.
+    bare_lf = body.nbytes and data.count(b"\n", start) != data.count(b"\r\n", start)
+    quoted = data.find(b">From ", start) >= 0
+    if bare_lf or quoted:
+        unquoted = _MBOX_QUOTES_RE.sub(b"", body.tobytes()) if quoted else body.tobytes()
+        digest.update(as_on_the_wire(unquoted) if bare_lf else unquoted)
     else:
         digest.update(body)
     return digest.hexdigest()

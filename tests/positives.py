@@ -811,3 +811,15 @@ NEGATIVES: list[Negative] = _build_negatives() + LAYOUT_NEGATIVES
 #: Alias with the spelling used in the brief.
 negatives = NEGATIVES
 positives = POSITIVES
+
+
+#: Body lines an mbox writer quotes (RFC 4155 section 2): "From " always, ">From " in mboxrd.
+MBOX_QUOTED_LINES = b"From the team: the figures are attached.\r\n>From a reply, quoted.\r\n"
+
+
+def with_mbox_quoted_lines(name: str = "exo-qp-5.7.133") -> bytes:
+    """The positive ``name`` with :data:`MBOX_QUOTED_LINES` in its returned message's body."""
+    data = next(p.data for p in POSITIVES if p.name == name)
+    anchor = b"Hello, please find the report.\r\n"
+    assert data.count(anchor) == 1, "the positive's returned message changed"
+    return data.replace(anchor, anchor + MBOX_QUOTED_LINES)

@@ -3,9 +3,13 @@
 ``gateway.identity.bounce_digest(data, report.root_identity)`` skips reading the root header
 block; an incident's id depends on the digest, so the two must agree on every message, or a
 bounce relayed before and scanned after (or the other way round) would be two incidents.
+For the same reason, a copy read back from a mailbox gives the digest of the copy on the wire.
 """
 
 from __future__ import annotations
+
+import mailbox
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -15,7 +19,7 @@ from gateway.bounce.parse import ParseError, parse
 from gateway.identity import as_on_the_wire, bounce_digest
 from tests.benchmarks import messages
 from tests.corpus_table import CORPUS, require_corpus
-from tests.positives import NEGATIVES, POSITIVES
+from tests.positives import NEGATIVES, POSITIVES, with_mbox_quoted_lines
 
 
 def _both(data: bytes) -> tuple[str, str] | None:
@@ -99,3 +103,24 @@ def test_digest_agrees_on_generated_layouts(lines: list[bytes], newline: bytes) 
     both = _both(data)
     if both is not None:
         assert both[0] == both[1]
+
+
+def test_an_mbox_copy_has_the_digest_of_the_bounce_on_the_wire(tmp_path: Path) -> None:
+    wire = with_mbox_quoted_lines()
+    assert parse(wire).family, "still a family bounce"
+    box = mailbox.mbox(tmp_path / "inbox.mbox")
+    try:
+        key = box.add(b"Return-Path: <>\r\nDelivered-To: postmaster@example.org\r\n" + wire)
+        box.flush()
+        copy = as_on_the_wire(box.get_bytes(key))
+    finally:
+        box.close()
+    assert b"\n>From the team" in (tmp_path / "inbox.mbox").read_bytes(), "the mailbox module quotes"
+    assert copy != wire
+    assert bounce_digest(copy) == bounce_digest(wire) == bounce_digest(wire, parse(wire).root_identity)
+    # mboxrd quotes the quoted line once more; the digest reads both forms as the wire's.
+    mboxrd = copy.replace(b"\r\n>From a reply", b"\r\n>>From a reply")
+    assert bounce_digest(mboxrd) == bounce_digest(wire)
+    # Other text still tells bounces apart, and so does a ">" that is not before "From ".
+    assert bounce_digest(copy.replace(b"figures are", b"figures were")) != bounce_digest(wire)
+    assert bounce_digest(wire.replace(b">From a reply", b">Fro a reply")) != bounce_digest(wire)

@@ -20,7 +20,7 @@ import pytest
 
 from gateway.identity import as_on_the_wire, bounce_digest
 from tests.conftest import GatewayFactory
-from tests.positives import NEGATIVES, POSITIVES
+from tests.positives import NEGATIVES, POSITIVES, with_mbox_quoted_lines
 from tests.processes import free_port
 from tests.recording_server import RecordingServer
 
@@ -166,6 +166,32 @@ async def test_mail_the_relay_recorded_is_not_recorded_again(
     assert rows(db) == before
     table = list(csv.DictReader(io.StringIO(result.stdout)))
     assert sorted(r["recipient"] for r in table) == sorted(r for r, *_ in before)
+
+
+async def test_an_mbox_copy_with_quoted_from_lines_is_the_relays_incident(
+    tmp_path: Path, hop: RecordingServer, make_gateway: GatewayFactory
+) -> None:
+    """An mbox writer quotes a body line starting "From " (RFC 4155): still the relay's incident."""
+    import aiosmtplib
+
+    app = await make_gateway(hop.address)
+    bounce = with_mbox_quoted_lines()
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=app.listener.port) as client:
+        await client.sendmail("", ["taro.yamada@example.org"], bounce)
+    db = Path(app.settings.database.url.removeprefix("sqlite:///"))
+    before = rows(db)
+    assert len(before) == 1 and before[0][2] == "relay"
+    # The copy a mailbox that never saw the block holds (delivered by another route).
+    box = mailbox.mbox(tmp_path / "postmaster.mbox")
+    try:
+        box.add(b"Return-Path: <>\r\nDelivered-To: postmaster@example.org\r\n" + bounce)
+    finally:
+        box.close()
+    assert b"\n>From the team" in (tmp_path / "postmaster.mbox").read_bytes()
+    result = run_scan("--record", "--format", "csv", str(tmp_path / "postmaster.mbox"), db=db)
+    assert result.returncode == 0, result.stderr
+    assert "recorded: 0 new, 1 already in the database" in result.stderr
+    assert rows(db) == before
 
 
 def test_exit_status_says_what_was_found(tmp_path: Path) -> None:
