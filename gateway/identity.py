@@ -56,8 +56,10 @@ def bounce_digest(data: bytes, root: RootIdentity | None = None) -> str:
     bare_lf = body.nbytes and data.count(b"\n", start) != data.count(b"\r\n", start)
     quoted = data.find(b">From ", start) >= 0
     if bare_lf or quoted:
-        unquoted = _MBOX_QUOTES_RE.sub(b"", body.tobytes()) if quoted else body.tobytes()
-        digest.update(as_on_the_wire(unquoted) if bare_lf else unquoted)
+        copy = body.tobytes()
+        if quoted:
+            copy = _MBOX_QUOTES_RE.sub(b"", copy)
+        digest.update(as_on_the_wire(copy) if bare_lf else copy)
     else:
         digest.update(body)
     return digest.hexdigest()
